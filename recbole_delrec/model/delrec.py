@@ -1,0 +1,193 @@
+"""DELRec as a RecBole sequential model (arXiv 2406.11156).
+
+``calculate_loss`` and ``predict`` wrap the Flan-T5 soft-prompt pipeline:
+
+    history + candidates -> LSR prompt (template file) with the soft-prompt placeholder
+    -> encoder (soft prompt spliced in, once per prompt)
+    -> decoder scores every candidate's full title in one batch
+    -> softmax cross-entropy over candidates (train) / per-row scores (RecBole evaluation)
+
+The soft prompt is trained in stage 1 (:mod:`recbole_delrec.distill`) and frozen here; the
+LLM is adapted with AdaLoRA.  The teacher (a RecBole model) is attached by the trainer and
+kept out of this model's ``state_dict``: checkpoints hold only what DELRec trains.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from recbole.data.interaction import Interaction
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType, ModelType
+
+from recbole_delrec.candidates import CandidateSampler
+from recbole_delrec.llm.adapters import add_adalora, orthogonal_penalty
+from recbole_delrec.llm.backbone import Backbone, load_backbone
+from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
+from recbole_delrec.llm.soft_prompt import SoftPrompt
+from recbole_delrec.prefixes import latest_prefix_rows
+from recbole_delrec.prompts import PromptBuilder, domain_words, load_template
+from recbole_delrec.text import ItemText
+
+TASKS = ("lsr", "rps", "ta")
+
+
+class DELRec(SequentialRecommender):
+    """An LLM (T5) that ranks candidate titles, prompted with a distilled soft prompt."""
+
+    input_type = InputType.POINTWISE
+    type = ModelType.SEQUENTIAL
+    skip_flops = True
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        self.history_length = config["history_length"]
+        self.n_soft = config["n_soft_tokens"]
+        self.seed = config["seed"]
+        self.item_text = ItemText.from_dataset(dataset, config["title_field"], config["title_year_field"])
+        templates = {t: load_template(t, config["domain"], config["prompt_template_dir"]) for t in TASKS}
+        backbone = load_backbone(
+            config["llm_path"], config["scratch_llm"],
+            list(self.item_text.titles[1:]) + list(templates.values()), config["llm_dtype"],
+        )
+        self.tokenizer = backbone.tokenizer
+        title_ids = [backbone.encode(t)[: config["max_title_tokens"]] for t in self.item_text.titles]
+        self.prompts = self._builders(config, templates, backbone, title_ids)
+        self.soft_prompt = SoftPrompt.from_vocabulary(
+            self.n_soft, backbone.model.get_input_embeddings().weight, self.seed
+        ).requires_grad_(False)
+        backbone.model.requires_grad_(False)
+        self.llm = add_adalora(backbone.model, config["adalora"], self._total_steps(config, dataset))
+        self.scorer = CandidateScorer(title_ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        self.sampler = CandidateSampler.from_dataset(dataset, config["n_candidates"], self.seed)
+        self.train_rng = np.random.default_rng(self.seed)
+        self.teacher: SequentialRecommender | None = None
+
+    # ------------------------------------------------------------------ construction
+    def _builders(self, config, templates, backbone: Backbone, title_ids) -> dict[str, PromptBuilder]:
+        static = {"teacher": config["teacher_model"], **domain_words(config["domain"])}
+        return {
+            task: PromptBuilder(
+                text, static, backbone.encode, title_ids, self.n_soft, config["max_prompt_tokens"],
+                self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
+            )
+            for task, text in templates.items()
+        }
+
+    @staticmethod
+    def _total_steps(config, dataset) -> int:
+        """AdaLoRA's ``total_step``: optimizer steps of the whole stage-2 run."""
+        rows = len(latest_prefix_rows(dataset, config["train_prefixes_per_user"]))
+        return config["epochs"] * math.ceil(rows / config["train_batch_size"])
+
+    def attach_teacher(self, teacher: SequentialRecommender) -> None:
+        """Keep the teacher for full ranking/explain without making it part of our weights."""
+        object.__setattr__(self, "teacher", teacher)
+
+    # ------------------------------------------------------------------ prompts and scores
+    def histories(self, interaction: Interaction) -> list[list[int]]:
+        """The most recent ``history_length`` items of each row, oldest first."""
+        seqs = interaction[self.ITEM_SEQ].tolist()
+        lengths = interaction[self.ITEM_SEQ_LEN].tolist()
+        return [seq[max(0, n - self.history_length) : n] for seq, n in zip(seqs, lengths)]
+
+    def score_prompts(self, task: str, slots: Sequence[Mapping], candidates: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` candidate scores for prompts of ``task`` filled with ``slots``."""
+        prompts = [self.prompts[task].build(**values) for values in slots]
+        batch = PromptBatch.collate(prompts, self.tokenizer.pad_token_id, self.n_soft).to(self.device)
+        return self.scorer(self.llm.get_base_model(), self.soft_prompt, batch, candidates.to(self.device))
+
+    def score_candidates(self, histories: list[list[int]], candidates: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` LSR scores; each prompt lists its row of ``candidates`` (0 = padding)."""
+        slots = [
+            {"history": history, "candidates": [c for c in row if c > 0]}
+            for history, row in zip(histories, candidates.tolist())
+        ]
+        return self.score_prompts("lsr", slots, candidates)
+
+    # ------------------------------------------------------------------ RecBole API
+    def calculate_loss(self, interaction: Interaction) -> torch.Tensor:
+        """Softmax cross-entropy of the true item among ``n_candidates`` (shuffled)."""
+        candidates = self.sampler.candidates(
+            interaction[self.USER_ID], interaction[self.POS_ITEM_ID], interaction[self.ITEM_SEQ],
+            "train", rng=self.train_rng,
+        )
+        order = torch.as_tensor(np.stack([self.train_rng.permutation(candidates.shape[1]) for _ in candidates]))
+        candidates = candidates.gather(1, order)
+        labels = (order == 0).float().argmax(1).to(self.device)
+        scores = self.score_candidates(self.histories(interaction), candidates)
+        return F.cross_entropy(scores, labels) + orthogonal_penalty(self.llm)
+
+    def predict(self, interaction: Interaction) -> torch.Tensor:
+        """Scores of RecBole's (user, item) rows; rows of one user/history form one prompt.
+
+        Each group's distinct items become that prompt's candidates, in a seeded shuffle so
+        that RecBole's positive-first row order cannot leak into the prompt.
+        """
+        starts = _group_starts(interaction[self.USER_ID], interaction[self.ITEM_SEQ])
+        items = interaction[self.POS_ITEM_ID].cpu()
+        bounds = list(zip(starts, starts[1:] + [len(items)]))
+        groups = [self._shuffled(items[a:b], int(interaction[self.USER_ID][a])) for a, b in bounds]
+        width = max(len(g) for g in groups)
+        candidates = torch.zeros(len(groups), width, dtype=torch.long)
+        for row, group in enumerate(groups):
+            candidates[row, : len(group)] = group
+        first_rows = interaction[torch.as_tensor(starts)]
+        scores = self.score_candidates(self.histories(first_rows), candidates)
+        return _scatter_back(scores, candidates, items, bounds)
+
+    def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
+        raise NotImplementedError(
+            "DELRec ranks candidate sets: use a sampled evaluation mode such as `mode: uni19`."
+        )
+
+    def _shuffled(self, items: torch.Tensor, user: int) -> torch.Tensor:
+        unique = torch.as_tensor(list(dict.fromkeys(items.tolist())), dtype=torch.long)
+        perm = np.random.default_rng([self.seed, user]).permutation(len(unique))
+        return unique[torch.as_tensor(perm)]
+
+    # ------------------------------------------------------------------ checkpoints
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What DELRec learns (soft prompt, adapters and their rank state), never the LLM."""
+        return {
+            k: v.detach().cpu()
+            for k, v in self.state_dict().items()
+            if k.startswith("soft_prompt.") or "lora_" in k or "ranknum" in k
+        }
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load :meth:`trainable_state_dict` output; refuses foreign or mis-shaped tensors."""
+        expected = self.trainable_state_dict()
+        missing, unknown = set(expected) - set(state), set(state) - set(expected)
+        if missing or unknown:
+            raise ValueError(
+                f"Checkpoint does not match this DELRec: missing {sorted(missing)[:3]}, "
+                f"unexpected {sorted(unknown)[:3]} (other LLM, n_soft_tokens or adalora settings?)."
+            )
+        for key, tensor in state.items():
+            if tensor.shape != expected[key].shape:
+                raise ValueError(
+                    f"Checkpoint tensor '{key}' has shape {tuple(tensor.shape)}, this model "
+                    f"expects {tuple(expected[key].shape)} (other LLM width or soft-prompt size?)."
+                )
+        self.load_state_dict(state, strict=False)
+
+
+def _group_starts(users: torch.Tensor, seqs: torch.Tensor) -> list[int]:
+    """First row of each run of rows that share user and history."""
+    change = (users[1:] != users[:-1]) | (seqs[1:] != seqs[:-1]).any(dim=1)
+    return [0] + (torch.nonzero(change).flatten() + 1).tolist()
+
+
+def _scatter_back(scores: torch.Tensor, candidates: torch.Tensor, items: torch.Tensor, bounds) -> torch.Tensor:
+    """Per-row scores from per-group candidate scores (a repeated item gets its score)."""
+    out = torch.empty(len(items), device=scores.device)
+    for row, (a, b) in enumerate(bounds):
+        lookup = {int(c): j for j, c in enumerate(candidates[row].tolist()) if c > 0}
+        cols = torch.as_tensor([lookup[int(i)] for i in items[a:b]], device=scores.device)
+        out[a:b] = scores[row, cols]
+    return out

@@ -1,0 +1,175 @@
+"""Prompt templates (data files) turned into token ids, with titles tokenised once.
+
+A template is plain text with ``{slots}``.  *Static* slots (the teacher's name, the domain's
+wording) are filled once when the builder is made; *dynamic* slots are filled per example:
+
+* ``{soft_prompt}``: ``n_soft`` placeholder positions that :class:`SoftPrompt` overwrites
+  in the encoder's input embeddings;
+* item-list slots (``{history}``, ``{candidates}``, ``{demo_history}``, ...): titles joined
+  by ``"; "``;
+* everything else: one item's title.
+
+Literal pieces and every title are tokenised once, so building a batch of prompts is list
+concatenation, not tokenisation: that keeps prompt building off the training hot path.
+Prompts longer than ``max_tokens`` lose their *oldest* history titles first (slots whose
+name ends in ``history``); candidates are never cut.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+SOFT_SLOT = "soft_prompt"
+LIST_SEPARATOR = "; "
+SOFT_MARKER = "[SOFT PROMPT x{n}]"
+_SLOT = re.compile(r"\{(\w+)\}")
+
+Encode = Callable[[str], list[int]]
+SlotValue = int | Sequence[int]
+
+
+@dataclass(frozen=True)
+class PromptIds:
+    """One encoder prompt: token ids, and where the soft prompt starts (-1: none)."""
+
+    input_ids: list[int]
+    soft_start: int
+
+
+def template_dir(custom: str | None = None) -> Path:
+    """Where templates live: a user's ``prompt_template_dir`` or the packaged ones."""
+    if custom:
+        path = Path(custom)
+        if not path.is_dir():
+            raise FileNotFoundError(f"prompt_template_dir '{custom}' is not a directory.")
+        return path
+    return Path(str(resources.files("recbole_delrec.prompts") / "templates"))
+
+
+def load_template(task: str, domain: str, custom_dir: str | None = None) -> str:
+    """Read ``<dir>/<domain>/<task>.txt`` if present, else ``<dir>/<task>.txt``."""
+    root = template_dir(custom_dir)
+    for path in (root / domain / f"{task}.txt", root / f"{task}.txt"):
+        if path.is_file():
+            return path.read_text(encoding="utf-8").strip()
+    raise FileNotFoundError(f"No prompt template '{task}.txt' in {root} (domain '{domain}').")
+
+
+def domain_words(domain: str) -> dict[str, str]:
+    """The wording of one domain (``watched``/``played``/``purchased``, ...)."""
+    table = yaml.safe_load(
+        (resources.files("recbole_delrec.prompts") / "domains.yaml").read_text(encoding="utf-8")
+    )
+    if domain not in table:
+        raise ValueError(f"Unknown domain '{domain}': set `domain` to one of {sorted(table)}.")
+    return dict(table[domain])
+
+
+class PromptBuilder:
+    """Fills one task's template with item titles, at the level of token ids."""
+
+    def __init__(
+        self,
+        template: str,
+        static: Mapping[str, str],
+        encode: Encode,
+        item_token_ids: Sequence[Sequence[int]],
+        n_soft: int,
+        max_tokens: int,
+        pad_id: int,
+        eos_id: int,
+    ) -> None:
+        self.pieces = _split(_fill_static(template, static))
+        self.slots = [p for kind, p in self.pieces if kind == "slot"]
+        self.literal_ids = {i: encode(p) for i, (kind, p) in enumerate(self.pieces) if kind == "text"}
+        self.item_ids = item_token_ids
+        self.sep_ids = encode(LIST_SEPARATOR.strip())
+        self.n_soft, self.max_tokens = n_soft, max_tokens
+        self.pad_id, self.eos_id = pad_id, eos_id
+
+    def build(self, **values: SlotValue) -> PromptIds:
+        """Token ids of the prompt for these slot values (item ids), truncated to fit."""
+        values = self._truncated(values)
+        ids: list[int] = []
+        soft_start = -1
+        for i, (kind, piece) in enumerate(self.pieces):
+            if kind == "text":
+                ids += self.literal_ids[i]
+            elif piece == SOFT_SLOT:
+                soft_start = len(ids) if self.n_soft else -1
+                ids += [self.pad_id] * self.n_soft
+            else:
+                ids += self._slot_ids(values[piece])
+        return PromptIds(ids + [self.eos_id], soft_start)
+
+    def render(self, titles: Sequence[str], **values: SlotValue) -> str:
+        """The same prompt as readable text (soft prompt shown as a marker): for --explain."""
+        values = self._truncated(values)
+        out = []
+        for kind, piece in self.pieces:
+            if kind == "text":
+                out.append(piece)
+            elif piece == SOFT_SLOT:
+                out.append(SOFT_MARKER.format(n=self.n_soft) if self.n_soft else "")
+            else:
+                items = values[piece]
+                items = [items] if isinstance(items, int) else items
+                out.append(LIST_SEPARATOR.join(titles[i] for i in items))
+        return "".join(out).strip()
+
+    def _slot_ids(self, value: SlotValue) -> list[int]:
+        if isinstance(value, int):
+            return list(self.item_ids[value])
+        ids: list[int] = []
+        for n, item in enumerate(value):
+            ids += (self.sep_ids if n else []) + list(self.item_ids[item])
+        return ids
+
+    def _length(self, values: Mapping[str, SlotValue]) -> int:
+        fixed = sum(len(v) for v in self.literal_ids.values()) + 1
+        slots = sum(
+            self.n_soft if name == SOFT_SLOT else len(self._slot_ids(values[name]))
+            for name in self.slots
+        )
+        return fixed + slots
+
+    def _truncated(self, values: Mapping[str, SlotValue]) -> dict[str, SlotValue]:
+        """Drop the oldest history titles until the prompt fits ``max_tokens``."""
+        missing = [s for s in self.slots if s != SOFT_SLOT and s not in values]
+        if missing:
+            raise KeyError(f"Prompt slots without a value: {missing}")
+        values = {k: (v if isinstance(v, int) else list(v)) for k, v in values.items()}
+        for name in (s for s in self.slots if s.endswith("history")):
+            while self._length(values) > self.max_tokens and len(values[name]) > 1:
+                values[name] = values[name][1:]
+        if self._length(values) > self.max_tokens:
+            raise ValueError(
+                f"The prompt needs {self._length(values)} tokens with one history item left, more "
+                f"than max_prompt_tokens={self.max_tokens}: raise `max_prompt_tokens`, or lower "
+                f"`n_candidates`, `n_soft_tokens` or `max_title_tokens`."
+            )
+        return values
+
+
+def _fill_static(template: str, static: Mapping[str, str]) -> str:
+    """Substitute the static slots, leaving the dynamic ``{slots}`` in place."""
+    names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    return template.format_map({n: static.get(n, "{" + n + "}") for n in names})
+
+
+def _split(template: str) -> list[tuple[str, str]]:
+    """``[("text", ...), ("slot", name), ...]`` in template order; empty texts dropped."""
+    pieces: list[tuple[str, str]] = []
+    for n, part in enumerate(_SLOT.split(template)):
+        if n % 2:
+            pieces.append(("slot", part))
+        elif part:
+            pieces.append(("text", part))
+    return pieces

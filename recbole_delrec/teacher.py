@@ -1,0 +1,126 @@
+"""The teacher: a conventional RecBole sequential model whose pattern DELRec distils.
+
+Any RecBole sequential model works by name (``teacher_model``).  It is trained with RecBole's
+own ``Trainer`` on the training split only (early stopping on the validation split, full
+ranking), or loaded from a RecBole checkpoint (``teacher_checkpoint``).  A trained teacher is
+cached under ``checkpoint_dir`` by a fingerprint of everything that shapes it, and reused by
+the next run with the same data set and configuration instead of being retrained.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from logging import getLogger
+from pathlib import Path
+
+import torch
+from recbole.config import Config
+from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import get_model, get_trainer, init_seed, set_color
+
+from recbole_delrec.artifacts import fingerprint, load_tensors, save_tensors
+from recbole_delrec.config import isolated_config
+
+GENERAL_KEYS = ("seed", "reproducibility", "use_gpu", "gpu_id", "state", "show_progress",
+                "worker", "checkpoint_dir")
+TEACHER_DEFAULTS = {
+    "train_neg_sample_args": None,
+    "loss_type": "CE",
+    "metrics": ["Hit", "NDCG", "MRR"],
+    "topk": [10],
+    "valid_metric": "NDCG@10",
+}
+
+
+def teacher_class(name: str) -> type[SequentialRecommender]:
+    """The RecBole model class called ``name``; a clear error if it is no sequential model."""
+    try:
+        cls = get_model(name)
+    except (ValueError, AttributeError):
+        cls = None
+    if cls is None or not issubclass(cls, SequentialRecommender):
+        raise ValueError(
+            f"teacher_model '{name}' is not a RecBole sequential model: use one such as "
+            f"SASRec, GRU4Rec, Caser, NARM, STAMP, BERT4Rec or NextItNet."
+        )
+    return cls
+
+
+def teacher_config(config: Config) -> Config:
+    """The teacher's own RecBole config: DELRec's data settings plus ``teacher_config``."""
+    name = config["teacher_model"]
+    teacher_class(name)
+    values = {k: config[k] for k in GENERAL_KEYS}
+    values.update({k: config[k] for k in config.parameters["Dataset"] if k in config})
+    values["data_path"] = os.path.dirname(os.path.normpath(config["data_path"]))
+    values["eval_args"] = {**config["eval_args"], "mode": "full"}
+    values.update(TEACHER_DEFAULTS)
+    values.update(config["teacher_config"] or {})
+    return isolated_config(name, config["dataset"], values)
+
+
+def cache_path(config: Config, tconfig: Config, n_items: int, n_users: int) -> Path:
+    """Where this teacher is cached: named for what it is, keyed by what shapes it."""
+    keys = {k: tconfig[k] for k in sorted(tconfig.final_config_dict) if k not in ("state", "show_progress", "gpu_id", "device", "checkpoint_dir", "worker", "use_gpu")}
+    key = fingerprint({**keys, "n_items": n_items, "n_users": n_users})
+    name = f"teacher-{config['dataset']}-{config['teacher_model']}-{key}.pth"
+    return Path(config["checkpoint_dir"]) / name
+
+
+def load_or_train_teacher(config: Config, train_data, valid_data) -> SequentialRecommender:
+    """The frozen teacher for this run: loaded, reused from cache, or trained now."""
+    logger = getLogger()
+    tconfig = teacher_config(config)
+    dataset = train_data._dataset
+    init_seed(tconfig["seed"], tconfig["reproducibility"])
+    model = teacher_class(config["teacher_model"])(tconfig, dataset).to(tconfig["device"])
+    cache = cache_path(config, tconfig, dataset.item_num, dataset.user_num)
+    if config["teacher_checkpoint"]:
+        _load_recbole_checkpoint(model, config["teacher_checkpoint"], config["trust_teacher_checkpoint"])
+    elif cache.is_file():
+        model.load_state_dict(load_tensors(cache, tconfig["device"])["state_dict"])
+        logger.info(set_color("Teacher", "green") + f": reusing {cache}")
+    else:
+        _train(model, tconfig, train_data, valid_data)
+        save_tensors({"state_dict": model.state_dict(), "model": config["teacher_model"]}, cache)
+        logger.info(set_color("Teacher", "green") + f": saved {cache}")
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _train(model: SequentialRecommender, tconfig: Config, train_data, valid_data) -> None:
+    """RecBole's own Trainer on the training split, early stopping on validation."""
+    logger = getLogger()
+    logger.info(set_color("Teacher", "green") + f": training {tconfig['model']} on the training split")
+    train = TrainDataLoader(tconfig, train_data._dataset, None, shuffle=True)
+    valid = FullSortEvalDataLoader(tconfig, valid_data._dataset, None, shuffle=False)
+    trainer = get_trainer(tconfig["MODEL_TYPE"], tconfig["model"])(tconfig, model)
+    trainer.fit(train, valid, saved=True, show_progress=tconfig["show_progress"])
+    checkpoint = torch.load(trainer.saved_model_file, map_location=tconfig["device"], weights_only=True)
+    model.load_state_dict(checkpoint["state_dict"])
+
+
+def _load_recbole_checkpoint(model: SequentialRecommender, path: str, trusted: bool) -> None:
+    """Weights from a RecBole checkpoint file (safe load: RecBole's own classes only)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"teacher_checkpoint '{path}' does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"teacher_checkpoint '{path}' holds pickled objects (RecBole < this plugin saves its "
+            f"whole Config) and is not loaded blindly. If you made this file yourself, set "
+            f"`trust_teacher_checkpoint: True` to load it anyway."
+        ) from err
+    state = checkpoint.get("state_dict", checkpoint)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"teacher_checkpoint '{path}' does not fit teacher_model '{type(model).__name__}' on "
+            f"this data set (other model, sizes or item count): {err}"
+        ) from err
+    getLogger().info(set_color("Teacher", "green") + f": loaded {path}")

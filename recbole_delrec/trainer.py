@@ -1,0 +1,145 @@
+"""``DELRecTrainer``: RecBole's Trainer, running teacher -> stage 1 -> stage 2.
+
+What it changes in RecBole's loop, each through one of RecBole's own hooks:
+
+* ``fit`` first gets the teacher (trained on the training split, or reused), then runs
+  stage 2 on each user's latest training prefixes with RecBole's own epoch loop;
+* AdaLoRA's rank allocation runs after every optimizer step (an optimizer post-step hook,
+  so RecBole's ``_train_epoch`` is used as it is);
+* sampled evaluation (``_neg_sample_batch_eval``) ranks each user's true item among fixed,
+  clean candidates (no history items, no repeats, the same in every evaluation), and the
+  teacher can be scored on exactly those candidates;
+* checkpoints hold DELRec's trainable weights only, saved atomically and loaded safely.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.data.dataloader import TrainDataLoader
+from recbole.data.interaction import Interaction
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_delrec.artifacts import load_tensors, save_tensors
+from recbole_delrec.llm.adapters import allocate_ranks
+from recbole_delrec.prefixes import latest_prefixes
+from recbole_delrec.teacher import load_or_train_teacher
+
+
+class DELRecTrainer(Trainer):
+    """Trainer for :class:`~recbole_delrec.model.delrec.DELRec`."""
+
+    def __init__(self, config, model) -> None:
+        super().__init__(config, model)
+        self.global_step = 0
+        self.optimizer.register_step_post_hook(self._after_step)
+        self._scoring_model = model
+        self.timings: dict[str, float] = {}
+
+    def _build_optimizer(self, **kwargs):
+        kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
+        return super()._build_optimizer(**kwargs)
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        """AdaLoRA budget update: after ``step`` (gradients still there), before ``zero_grad``."""
+        allocate_ranks(self.model.llm, self.global_step)
+        self.global_step += 1
+
+    # ------------------------------------------------------------------ training
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        start = time.time()
+        if self.model.teacher is None:
+            self.model.attach_teacher(load_or_train_teacher(self.config, train_data, valid_data))
+        self.timings["teacher_seconds"] = time.time() - start
+        stage2 = self._latest_prefix_loader(train_data)
+        self.logger.info(
+            set_color("Stage 2", "green")
+            + f": {len(stage2._dataset)} training prefixes "
+            f"({self.config['train_prefixes_per_user']} latest per user), AdaLoRA on {self.config['adalora']['target_modules']}"
+        )
+        start = time.time()
+        result = super().fit(stage2, valid_data, verbose, saved, show_progress, callback_fn)
+        self.timings["stage2_seconds"] = time.time() - start
+        return result
+
+    def _latest_prefix_loader(self, train_data) -> TrainDataLoader:
+        dataset = latest_prefixes(train_data._dataset, self.config["train_prefixes_per_user"])
+        return TrainDataLoader(self.config, dataset, None, shuffle=self.config["shuffle"])
+
+    # ------------------------------------------------------------------ evaluation
+    @contextmanager
+    def scoring_with(self, model):
+        """Evaluate another model (the teacher) on the same candidate sets."""
+        saved, self._scoring_model = self._scoring_model, model
+        try:
+            yield
+        finally:
+            self._scoring_model = saved
+
+    def _neg_sample_batch_eval(self, batched_data):
+        """Rank each user's true item among that user's fixed clean candidates."""
+        interaction, row_idx, positive_u, positive_i = batched_data
+        firsts = torch.as_tensor(np.r_[0, np.nonzero(np.diff(row_idx.numpy()))[0] + 1])
+        rows = interaction[firsts]
+        candidates = self.model.sampler.candidates(
+            rows[self.config["USER_ID_FIELD"]], rows[self.config["ITEM_ID_FIELD"]],
+            rows[self.model.ITEM_SEQ], self._phase,
+        )
+        expanded = rows.repeat_interleave(candidates.shape[1])
+        expanded.update(Interaction({self.config["ITEM_ID_FIELD"]: candidates.reshape(-1)}))
+        scores = self._scoring_model.predict(expanded.to(self.device)).view(candidates.shape)
+        full = torch.full((len(firsts), self.tot_item_num), -np.inf, device=self.device)
+        full.scatter_(1, candidates.to(self.device), scores.float())
+        return interaction, full, positive_u, positive_i
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            self.load_checkpoint(model_file or self.saved_model_file)
+        self._phase = eval_data._sampler.phase if eval_data._sampler is not None else "test"
+        self._scoring_model.eval()
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """Trainable weights and training state only: megabytes, not the whole LLM."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "model": self.config["model"],
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "global_step": self.global_step,
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.trainable_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        save_tensors(state, path)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def load_checkpoint(self, path: str | Path) -> dict:
+        """Load DELRec weights saved by :meth:`_save_checkpoint` (no arbitrary unpickling)."""
+        checkpoint = load_tensors(path, self.device)
+        if checkpoint.get("model") != self.config["model"]:
+            raise ValueError(f"'{path}' is a checkpoint of '{checkpoint.get('model')}', not {self.config['model']}.")
+        self.model.load_trainable_state_dict(checkpoint["state_dict"])
+        self.logger.info(f"Loading DELRec weights from {path}")
+        return checkpoint
+
+    def resume_checkpoint(self, resume_file):
+        checkpoint = self.load_checkpoint(resume_file)
+        self.saved_model_file = str(resume_file)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.global_step = checkpoint["global_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
