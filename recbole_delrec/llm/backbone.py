@@ -111,14 +111,17 @@ def _scratch_backbone(scratch: Mapping[str, Any], corpus: Iterable[str]) -> Back
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A T5-style Unigram tokenizer (``<pad>``=0, ``</s>``=1, ``<unk>``=2) fit on ``corpus``."""
-    tok = Tokenizer(models.Unigram())
+    """A T5-style tokenizer (``<pad>``=0, ``</s>``=1, ``<unk>``=2) fit on ``corpus``.
+
+    Byte-pair merges over SentencePiece-style word boundaries: on a catalogue of a few
+    thousand titles, BPE reaches whole-word pieces (short prompts), where a Unigram model
+    trained on so little text stops at a vocabulary of sub-word fragments.
+    """
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     tok.train_from_iterator(list(corpus), trainer=trainer)
     tok.post_processor = TemplateProcessing(
         single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from recbole_delrec.llm.soft_prompt import SoftPrompt
@@ -70,17 +71,36 @@ class CandidateScorer:
         labels = labels[:, : int((labels != -100).sum(1).max())]
         shifted = labels[:, :-1].masked_fill(labels[:, :-1] == -100, self.pad_id)
         decoder_in = torch.cat([torch.full_like(labels[:, :1], self.pad_id), shifted], dim=1)
-        states = states.repeat_interleave(n_cand, dim=0)
+        cache = cross_attention_cache(llm, states, n_cand)
         out = llm(
-            encoder_outputs=BaseModelOutput(last_hidden_state=states),
+            encoder_outputs=BaseModelOutput(last_hidden_state=states.repeat_interleave(n_cand, dim=0)),
             attention_mask=attention_mask.repeat_interleave(n_cand, dim=0),
             decoder_input_ids=decoder_in,
-            use_cache=False,
+            past_key_values=cache,
+            use_cache=True,
         )
         return _mean_log_likelihood(out.logits, labels).view(n_prompts, n_cand)
 
     def __call__(self, llm, soft_prompt: SoftPrompt, batch: PromptBatch, candidates: torch.Tensor):
         return self.score(llm, self.encode(llm, soft_prompt, batch), batch.attention_mask, candidates)
+
+
+def cross_attention_cache(llm, states: torch.Tensor, n_cand: int) -> EncoderDecoderCache:
+    """Each decoder layer's cross-attention keys/values, projected once per prompt.
+
+    Without this, T5 projects the (long) prompt's states to keys and values once per
+    *candidate*: with 20 candidates that is most of the scorer's arithmetic.  The cache is
+    what T5 itself would build; it is only filled from ``B`` prompts instead of ``B*C`` copies.
+    """
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    for index, block in enumerate(llm.decoder.block):
+        attention = block.layer[1].EncDecAttention
+        shape = (*states.shape[:-1], -1, attention.key_value_proj_dim)
+        keys = attention.k(states).view(shape).transpose(1, 2).repeat_interleave(n_cand, dim=0)
+        values = attention.v(states).view(shape).transpose(1, 2).repeat_interleave(n_cand, dim=0)
+        cache.cross_attention_cache.update(keys, values, index)
+        cache.is_updated[index] = True
+    return cache
 
 
 def _mean_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
