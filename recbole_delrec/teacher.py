@@ -38,7 +38,7 @@ def teacher_class(name: str) -> type[SequentialRecommender]:
     """The RecBole model class called ``name``; a clear error if it is no sequential model."""
     try:
         cls = get_model(name)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, ImportError):  # RecBole imports optional libraries while looking
         cls = None
     if cls is None or not issubclass(cls, SequentialRecommender):
         raise ValueError(

@@ -16,7 +16,10 @@ from peft import AdaLoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import PreTrainedModel
 
 ADALORA_KEYS = ("init_r", "target_r", "lora_alpha", "lora_dropout", "target_modules",
-                "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight")
+                "modules_to_save", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight")
+#: Parameter/buffer name parts of everything PEFT trains or tracks (adapters, rank state,
+#: fully trained copies of ``modules_to_save``).
+ADAPTER_TAGS = ("lora_", "ranknum", "modules_to_save")
 
 
 def add_adalora(model: PreTrainedModel, options: Mapping[str, Any], total_step: int) -> PeftModel:

@@ -25,7 +25,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 
 from recbole_delrec.candidates import CandidateSampler
-from recbole_delrec.llm.adapters import add_adalora, orthogonal_penalty
+from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
 from recbole_delrec.llm.backbone import Backbone, load_backbone
 from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
@@ -156,7 +156,7 @@ class DELRec(SequentialRecommender):
         return {
             k: v.detach().cpu()
             for k, v in self.state_dict().items()
-            if k.startswith("soft_prompt.") or "lora_" in k or "ranknum" in k
+            if k.startswith("soft_prompt.") or any(tag in k for tag in ADAPTER_TAGS)
         }
 
     def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:

@@ -1,0 +1,64 @@
+"""Shared fixtures: a small real slice of ML-100K, real RecBole loaders, a tiny real T5.
+
+The slice keeps ML-100K's heaviest users (>= 300 interactions), so RecBole's real loading,
+leave-one-out split and samplers run in seconds; the scratch T5 is shrunk to one layer.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import recbole_delrec  # noqa: F401  (registers DELRec with RecBole)
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_delrec.config import isolated_config
+from recbole_delrec.model.delrec import DELRec
+
+TINY_LLM = {
+    "vocab_size": 600, "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2,
+    "num_layers": 1, "num_decoder_layers": 1, "dropout_rate": 0.0, "feed_forward_proj": "gated-gelu",
+}
+TINY_TEACHER = {"epochs": 1, "train_batch_size": 2048, "learning_rate": 0.002, "stopping_step": 1,
+                "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}
+TINY = {
+    "use_gpu": False, "state": "WARNING", "show_progress": False, "seed": 7,
+    "user_inter_num_interval": "[300,inf)",
+    "epochs": 1, "train_batch_size": 8, "train_prefixes_per_user": 1, "eval_batch_size": 400,
+    "teacher_config": TINY_TEACHER, "scratch_llm": TINY_LLM,
+    "n_soft_tokens": 4, "history_length": 4, "max_prompt_tokens": 512,
+}
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def tiny_dict(checkpoint_dir: Path, **overrides) -> dict:
+    """The tiny configuration with its artefacts under ``checkpoint_dir``."""
+    values = copy.deepcopy(TINY)
+    values["checkpoint_dir"] = str(checkpoint_dir)
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture(scope="session")
+def saved_dir(tmp_path_factory) -> Path:
+    """One checkpoint folder per session, so the tiny teacher is trained once and reused."""
+    return tmp_path_factory.mktemp("saved")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(saved_dir):
+    """(config, train, valid, test) for the ML-100K slice, with RecBole's real loaders."""
+    config = isolated_config("DELRec", "ml-100k", tiny_dict(saved_dir))
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    return (config, *data_preparation(config, dataset))
+
+
+@pytest.fixture
+def tiny_model(tiny_data) -> DELRec:
+    """A fresh DELRec on the slice (scratch T5, AdaLoRA, frozen soft prompt)."""
+    config, train, _, _ = tiny_data
+    init_seed(config["seed"], config["reproducibility"])
+    return DELRec(config, train._dataset)

@@ -1,0 +1,86 @@
+"""Soft-prompt splicing, exact batched candidate scoring, and loading real T5 folders."""
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
+
+from recbole_delrec.llm.backbone import load_backbone, train_tokenizer
+from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch, _mean_log_likelihood
+from recbole_delrec.llm.soft_prompt import SoftPrompt
+from recbole_delrec.prompts import PromptIds
+
+TITLES = [[5], [6, 7, 8], [9, 10], [11, 12, 13, 14], [15], [16, 17]]
+
+
+def _tiny_t5() -> T5ForConditionalGeneration:
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2,
+                      num_decoder_layers=2, dropout_rate=0.0, decoder_start_token_id=0)
+    return T5ForConditionalGeneration(config).eval()
+
+
+def test_soft_prompt_lands_exactly_at_the_placeholder():
+    soft = SoftPrompt(3, 8)
+    prompts = [PromptIds([9, 9, 0, 0, 0, 9, 1], 2), PromptIds([0, 0, 0, 9, 1], 0), PromptIds([9, 1], -1)]
+    batch = PromptBatch.collate(prompts, pad_id=0, n_soft=3)
+    embeds = torch.randn(3, 7, 8)
+    out = soft.splice(embeds, batch.soft_mask)
+    assert torch.equal(out[0, 2:5], soft.weight.detach())
+    assert torch.equal(out[1, 0:3], soft.weight.detach())
+    keep = ~batch.soft_mask
+    assert torch.equal(out[keep], embeds[keep])
+
+
+def test_soft_prompt_refuses_a_wrong_number_of_positions():
+    soft = SoftPrompt(3, 4)
+    mask = torch.tensor([[True, True, False]])
+    with pytest.raises(ValueError, match="soft positions"):
+        soft.splice(torch.zeros(1, 3, 4), mask)
+
+
+def test_batched_scoring_equals_scoring_each_candidate_alone():
+    model = _tiny_t5()
+    scorer = CandidateScorer(TITLES, pad_id=0, eos_id=1)
+    soft = SoftPrompt(2, 32)
+    prompts = [PromptIds([3, 0, 0, 4, 20, 21, 1], 1), PromptIds([0, 0, 22, 1], 0)]
+    batch = PromptBatch.collate(prompts, pad_id=0, n_soft=2)
+    candidates = torch.tensor([[1, 2, 3, 5], [4, 2, 0, 1]])
+    with torch.no_grad():
+        batched = scorer(model, soft, batch, candidates)
+        for row in range(2):
+            single = PromptBatch.collate([prompts[row]], pad_id=0, n_soft=2)
+            states = scorer.encode(model, soft, single)
+            for col, item in enumerate(candidates[row].tolist()):
+                alone = _naive_score(model, scorer, states, single.attention_mask, item)
+                assert batched[row, col].item() == pytest.approx(alone, abs=1e-5)
+
+
+def _naive_score(model, scorer, states, mask, item) -> float:
+    """The plain way: one full decoder forward through transformers for one candidate."""
+    labels = scorer.labels[item][None]
+    labels = labels[:, : int((labels != -100).sum())]
+    decoder_in = torch.cat([torch.zeros(1, 1, dtype=torch.long), labels[:, :-1]], dim=1)
+    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
+                decoder_input_ids=decoder_in)
+    return _mean_log_likelihood(out.logits, labels).item()
+
+
+def test_llm_path_loads_a_saved_t5_through_from_pretrained(tmp_path):
+    tokenizer = train_tokenizer(["Toy Story (1995)", "GoldenEye (1995)", "Heat (1995)"], 80)
+    config = T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=4, num_heads=2,
+                      num_layers=1, num_decoder_layers=1, decoder_start_token_id=0)
+    saved = T5ForConditionalGeneration(config)
+    saved.save_pretrained(tmp_path / "t5")
+    tokenizer.save_pretrained(tmp_path / "t5")
+    backbone = load_backbone(str(tmp_path / "t5"), {}, [], "float32")
+    assert backbone.source == str(tmp_path / "t5")
+    loaded = dict(backbone.model.named_parameters())
+    for name, param in saved.named_parameters():
+        assert torch.equal(loaded[name], param)
+    assert backbone.encode("Heat (1995)") == tokenizer("Heat (1995)", add_special_tokens=False)["input_ids"]
+
+
+def test_missing_llm_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="llm_path"):
+        load_backbone(str(tmp_path / "no-such-model"), {}, [], "float32")

@@ -1,0 +1,79 @@
+"""DELRec inside RecBole: grouping in predict, training updates, AdaLoRA, clean candidates."""
+
+import numpy as np
+import torch
+
+from recbole_delrec.trainer import DELRecTrainer
+
+
+def _first_batch(loader):
+    return next(iter(loader))
+
+
+def test_predict_groups_rows_per_user_even_with_many_users(tiny_model, tiny_data):
+    _, _, _, test = tiny_data
+    interaction, row_idx, _, _ = _first_batch(test)
+    tiny_model.eval()
+    users = row_idx.unique()
+    assert len(users) > 2  # a real RecBole batch with several users' candidate rows
+    with torch.no_grad():
+        together = tiny_model.predict(interaction)
+        for user in users[:3]:
+            rows = torch.nonzero(row_idx == user).flatten()
+            alone = tiny_model.predict(interaction[rows])
+            assert torch.allclose(together[rows], alone, atol=1e-5)
+
+
+def test_predict_prompt_lists_exactly_the_users_candidates(tiny_model, tiny_data):
+    _, _, _, test = tiny_data
+    interaction, row_idx, _, _ = _first_batch(test)
+    rows = torch.nonzero(row_idx == 0).flatten()
+    group = interaction[rows]
+    items = group[tiny_model.POS_ITEM_ID]
+    shuffled = tiny_model._shuffled(items, int(group[tiny_model.USER_ID][0]))
+    assert sorted(shuffled.tolist()) == sorted(set(items.tolist()))
+    assert shuffled.tolist() != list(dict.fromkeys(items.tolist()))  # positive is not kept first
+
+
+def test_one_training_step_moves_adapters_only(tiny_model, tiny_data):
+    config, train, _, _ = tiny_data
+    trainer = DELRecTrainer(config, tiny_model)
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    batch = _first_batch(train)
+    tiny_model.train()
+    trainer.optimizer.zero_grad()
+    tiny_model.calculate_loss(batch).backward()
+    trainer.optimizer.step()
+    after = tiny_model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any("lora_" in k for k in changed)
+    assert all(("lora_" in k or "ranknum" in k) for k in changed), changed
+    assert torch.equal(before["soft_prompt.weight"], after["soft_prompt.weight"])
+    assert trainer.global_step == 1  # AdaLoRA's allocation ran after the step
+    assert len(tiny_model.llm.base_model.rankallocator.ipt) > 0
+
+
+def test_eval_candidates_are_clean_and_fixed(tiny_model, tiny_data):
+    _, _, _, test = tiny_data
+    interaction, row_idx, _, _ = _first_batch(test)
+    firsts = torch.as_tensor(np.r_[0, np.nonzero(np.diff(row_idx.numpy()))[0] + 1])
+    rows = interaction[firsts]
+    args = (rows[tiny_model.USER_ID], rows[tiny_model.POS_ITEM_ID], rows[tiny_model.ITEM_SEQ], "test")
+    first, again = tiny_model.sampler.candidates(*args), tiny_model.sampler.candidates(*args)
+    assert torch.equal(first, again)
+    assert first.shape[1] == 20
+    for row, user in enumerate(rows[tiny_model.USER_ID].tolist()):
+        cands = first[row].tolist()
+        assert cands[0] == int(rows[tiny_model.POS_ITEM_ID][row]) and len(set(cands)) == 20
+        known = set(tiny_model.sampler.known(user, rows[tiny_model.ITEM_SEQ][row].numpy()).tolist())
+        assert not known & set(cands[1:])
+
+
+def test_checkpoint_holds_trainable_weights_only(tiny_model, tiny_data, tmp_path):
+    config, _, _, _ = tiny_data
+    trainer = DELRecTrainer(config, tiny_model)
+    trainer._save_checkpoint(0, verbose=False, saved_model_file=str(tmp_path / "ckpt.pth"))
+    saved = torch.load(tmp_path / "ckpt.pth", weights_only=True)["state_dict"]
+    assert "soft_prompt.weight" in saved
+    assert not any("lora_" not in k and "ranknum" not in k and not k.startswith("soft_prompt") for k in saved)
+    assert sum(v.numel() for v in saved.values()) < sum(p.numel() for p in tiny_model.parameters()) / 2

@@ -1,0 +1,43 @@
+"""After `import recbole_delrec`, RecBole itself knows DELRec, its trainer and its YAML."""
+
+import torch
+from recbole.model.sequential_recommender import GRU4Rec
+from recbole.trainer import Trainer
+from recbole.utils import ModelType, get_model, get_trainer, init_seed
+
+from recbole_delrec import DELRec, DELRecTrainer
+from recbole_delrec.config import isolated_config
+from tests.conftest import tiny_dict
+
+
+def test_recbole_lookups_find_the_plugin():
+    assert get_model("DELRec") is DELRec
+    assert get_trainer(ModelType.SEQUENTIAL, "DELRec") is DELRecTrainer
+
+
+def test_plugin_yaml_is_merged_and_user_values_win(tmp_path):
+    config = isolated_config("DELRec", "ml-100k", {"n_soft_tokens": 7, "checkpoint_dir": str(tmp_path)})
+    assert config["title_field"] == "movie_title"  # properties/dataset/ml-100k.yaml
+    assert config["eval_args"]["mode"] == {"valid": "uni19", "test": "uni19"}  # DELRec.yaml
+    assert config["teacher_model"] == "SASRec"
+    assert config["n_soft_tokens"] == 7  # config_dict beats the plugin's YAML
+    plain = isolated_config("SASRec", "ml-100k", {"checkpoint_dir": str(tmp_path), "train_neg_sample_args": None})
+    assert "teacher_model" not in plain  # other RecBole models are untouched
+
+
+def test_anomaly_detection_is_off_after_import():
+    assert not torch.is_anomaly_enabled()
+
+
+def test_recbole_checkpoints_load_safely(tiny_data, tmp_path):
+    """RecBole's own Trainer.evaluate(load_best_model=True) works on torch >= 2.6."""
+    config, train, valid, _ = tiny_data
+    gru = isolated_config("GRU4Rec", "ml-100k", tiny_dict(tmp_path, epochs=1, train_batch_size=2048, loss_type="CE", train_neg_sample_args=None,
+                                                             eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}))
+    init_seed(gru["seed"], True)
+    model = GRU4Rec(gru, train._dataset)
+    trainer = Trainer(gru, model)
+    trainer._save_checkpoint(0, verbose=False)
+    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
+    assert checkpoint["config"]["model"] == "GRU4Rec"
+    model.load_state_dict(checkpoint["state_dict"])
