@@ -50,6 +50,9 @@ def run_delrec(
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
+    if trainer.stage == "1":
+        logger.info(set_color("stage 1 result", "yellow") + f": {trainer.stage1_result}")
+        return {"stage1_result": trainer.stage1_result, "timings": trainer.timings}
     test_start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     with trainer.scoring_with(rec_model.teacher):
@@ -67,6 +70,7 @@ def run_delrec(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "teacher_test_result": teacher_result,
+        "stage1_result": trainer.stage1_result,
         "timings": timings,
     }
     _save_result(config, result)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from recbole.config import Config
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
+from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import get_model, get_trainer, init_seed, set_color
 
@@ -89,6 +90,29 @@ def load_or_train_teacher(config: Config, train_data, valid_data) -> SequentialR
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+@torch.no_grad()
+def teacher_rank(
+    teacher: SequentialRecommender, histories: list[list[int]], k: int
+) -> tuple[list[list[int]], torch.Tensor]:
+    """The teacher's top-``k`` next items for each history (history items excluded).
+
+    Returns the top-k item ids per history and the ``(B, n_items)`` score matrix (CPU).
+    """
+    width = teacher.max_seq_length
+    seqs = torch.zeros(len(histories), width, dtype=torch.long)
+    lengths = torch.zeros(len(histories), dtype=torch.long)
+    for row, history in enumerate(histories):
+        recent = history[-width:]
+        seqs[row, : len(recent)] = torch.as_tensor(recent)
+        lengths[row] = len(recent)
+    batch = Interaction({teacher.ITEM_SEQ: seqs, teacher.ITEM_SEQ_LEN: lengths}).to(teacher.device)
+    scores = teacher.full_sort_predict(batch).float().cpu()
+    scores[:, 0] = -torch.inf
+    for row, history in enumerate(histories):
+        scores[row, history] = -torch.inf
+    return scores.topk(k, dim=1).indices.tolist(), scores
 
 
 def _train(model: SequentialRecommender, tconfig: Config, train_data, valid_data) -> None:

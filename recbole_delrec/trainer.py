@@ -25,7 +25,8 @@ from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_delrec.artifacts import load_tensors, save_tensors
+from recbole_delrec.artifacts import fingerprint, load_tensors, save_tensors
+from recbole_delrec.distill import SoftPromptDistiller
 from recbole_delrec.llm.adapters import allocate_ranks
 from recbole_delrec.prefixes import latest_prefixes
 from recbole_delrec.teacher import load_or_train_teacher
@@ -56,6 +57,11 @@ class DELRecTrainer(Trainer):
         if self.model.teacher is None:
             self.model.attach_teacher(load_or_train_teacher(self.config, train_data, valid_data))
         self.timings["teacher_seconds"] = time.time() - start
+        start = time.time()
+        self.stage1_result = self._prepare_soft_prompt(train_data._dataset)
+        self.timings["stage1_seconds"] = time.time() - start
+        if self.stage == "1":
+            return self.stage1_result.get("fidelity_distilled", -1), self.stage1_result
         stage2 = self._latest_prefix_loader(train_data)
         self.logger.info(
             set_color("Stage 2", "green")
@@ -65,6 +71,39 @@ class DELRecTrainer(Trainer):
         start = time.time()
         result = super().fit(stage2, valid_data, verbose, saved, show_progress, callback_fn)
         self.timings["stage2_seconds"] = time.time() - start
+        return result
+
+    @property
+    def stage(self) -> str:
+        stage = str(self.config["stage"])
+        if stage not in ("1", "2", "all"):
+            raise ValueError(f"stage '{stage}' is not one of 1, 2, all.")
+        return stage
+
+    def _prepare_soft_prompt(self, dataset) -> dict:
+        """Stage 1, or the soft prompt a previous run distilled with the same settings."""
+        prompt, config = self.model.soft_prompt, self.config
+        if prompt.n_tokens == 0:
+            return {}
+        meta = soft_prompt_meta(config, dataset, self.model.llm_source)
+        path = Path(config["soft_prompt_path"] or soft_prompt_path(config, meta))
+        if path.is_file():
+            stored = prompt.load(path, meta)
+            self.logger.info(set_color("Stage 1", "green") + f": reusing soft prompt {path}")
+            return stored.get("result", {})
+        if config["soft_prompt_path"]:
+            raise FileNotFoundError(f"soft_prompt_path '{path}' does not exist.")
+        if not config["delrec_tasks"]:
+            self.logger.info(set_color("Stage 1", "green") + ": delrec_tasks is empty, the soft prompt stays random")
+            return {}
+        if self.stage == "2":
+            raise ValueError(
+                f"stage: 2 needs a distilled soft prompt, and none is saved at {path}: run stage 1 "
+                f"first (stage: 1 or all) or set soft_prompt_path."
+            )
+        result = SoftPromptDistiller(self.model, config).fit(dataset)
+        prompt.save(path, {**meta, "result": result})
+        self.logger.info(set_color("Stage 1", "green") + f": saved soft prompt {path} ({result})")
         return result
 
     def _latest_prefix_loader(self, train_data) -> TrainDataLoader:
@@ -143,3 +182,22 @@ class DELRecTrainer(Trainer):
         self.global_step = checkpoint["global_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+
+
+STAGE1_KEYS = ("seed", "teacher_model", "teacher_config", "teacher_checkpoint", "llm_path", "scratch_llm",
+               "n_soft_tokens", "delrec_tasks", "stage1_epochs", "stage1_batch_size", "stage1_learning_rate",
+               "stage1_prefixes_per_user", "stage1_holdout_users", "teacher_topk", "ta_demo_length",
+               "ta_query_length", "rps_loss", "rps_temperature", "stage1_weighting", "n_candidates",
+               "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_tokens", "domain")
+
+
+def soft_prompt_meta(config, dataset, llm_source: str) -> dict:
+    """What a soft prompt belongs to: checked again whenever one is loaded."""
+    return {"dataset": config["dataset"], "teacher": config["teacher_model"], "llm": llm_source,
+            "n_items": dataset.item_num, "key": fingerprint({k: config[k] for k in STAGE1_KEYS})}
+
+
+def soft_prompt_path(config, meta: dict) -> Path:
+    llm = meta["llm"].replace("/", "--")
+    name = f"soft-prompt-{meta['dataset']}-{meta['teacher']}-{llm}-{meta['key']}.pth"
+    return Path(config["checkpoint_dir"]) / name

@@ -8,8 +8,14 @@ the tokenizer and the vocabulary are left untouched: any Flan-T5 size works as i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
+
+from recbole_delrec.artifacts import load_tensors, save_tensors
 
 
 class SoftPrompt(nn.Module):
@@ -48,3 +54,22 @@ class SoftPrompt(nn.Module):
         rows = int((counts > 0).sum())
         values = self.weight.to(embeds.dtype).unsqueeze(0).expand(rows, -1, -1)
         return embeds.masked_scatter(soft_mask.unsqueeze(-1), values.reshape(-1, embeds.shape[-1]))
+
+    def save(self, path: str | Path, meta: Mapping[str, Any]) -> Path:
+        """Write the vectors with what they belong to (LLM, width, data set), atomically."""
+        return save_tensors({"weight": self.weight.detach().cpu(), "meta": dict(meta)}, path)
+
+    def load(self, path: str | Path, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """Load vectors saved by :meth:`save`; refuse ones made for another LLM or shape."""
+        saved = load_tensors(path)
+        if tuple(saved["weight"].shape) != tuple(self.weight.shape):
+            raise ValueError(
+                f"Soft prompt '{path}' has shape {tuple(saved['weight'].shape)}, this model needs "
+                f"{tuple(self.weight.shape)} (n_soft_tokens x LLM width)."
+            )
+        clashes = {k: (saved["meta"].get(k), v) for k, v in meta.items() if saved["meta"].get(k) != v}
+        if clashes:
+            raise ValueError(f"Soft prompt '{path}' was trained for another setting: {clashes} (saved, wanted).")
+        with torch.no_grad():
+            self.weight.copy_(saved["weight"])
+        return saved["meta"]

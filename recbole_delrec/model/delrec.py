@@ -55,6 +55,7 @@ class DELRec(SequentialRecommender):
             list(self.item_text.titles[1:]) + list(templates.values()), config["llm_dtype"],
         )
         self.tokenizer = backbone.tokenizer
+        self.llm_source = backbone.source
         title_ids = [backbone.encode(t)[: config["max_title_tokens"]] for t in self.item_text.titles]
         self.prompts = self._builders(config, templates, backbone, title_ids)
         self.soft_prompt = SoftPrompt.from_vocabulary(

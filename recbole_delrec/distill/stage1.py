@@ -1,0 +1,164 @@
+"""Stage 1: distil the teacher's recommendation pattern into the soft prompt.
+
+The LLM is frozen (its AdaLoRA adapters switched off); only the soft-prompt vectors train,
+on TA and RPS examples jointly with dynamic task weights.  Fidelity (how often the prompted
+LLM's top-1 on an RPS prompt equals the teacher's top-1) is measured on users held out from
+stage-1 training, before training (the random soft prompt) and after every epoch; the best
+soft prompt is kept, saved as its own file and reused by later runs with the same teacher,
+data set, LLM and stage-1 settings.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from logging import getLogger
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from recbole.utils import set_color
+from tqdm import tqdm
+
+from recbole_delrec.distill.examples import RPSExample, TAExample, rps_examples, ta_examples
+from recbole_delrec.distill.weighting import task_weights
+from recbole_delrec.prefixes import latest_prefix_rows
+
+TASK_NAMES = ("ta", "rps")
+
+
+class SoftPromptDistiller:
+    """Trains ``model.soft_prompt`` so the frozen LLM imitates ``model.teacher``."""
+
+    def __init__(self, model, config) -> None:
+        tasks = list(config["delrec_tasks"] or [])
+        unknown = set(tasks) - set(TASK_NAMES)
+        if unknown:
+            raise ValueError(f"delrec_tasks {sorted(unknown)} unknown: use a subset of {list(TASK_NAMES)}.")
+        self.model, self.config, self.tasks = model, config, tasks
+        self.rng = np.random.default_rng(config["seed"] + 1)
+        self.logger = getLogger()
+
+    # ------------------------------------------------------------------ data
+    def build(self, dataset) -> tuple[dict[str, list], list[RPSExample]]:
+        """Training examples per task, and RPS examples of held-out users (fidelity)."""
+        users, sequences = _training_sequences(dataset, self.config["stage1_prefixes_per_user"])
+        holdout = self._holdout(users)
+        train = [i for i, u in enumerate(users) if u not in holdout]
+        test = [i for i, u in enumerate(users) if u in holdout]
+        examples = {task: self._examples(task, [users[i] for i in train], [sequences[i] for i in train])
+                    for task in self.tasks}
+        fidelity = self._examples("rps", [users[i] for i in test], [sequences[i] for i in test])
+        return examples, fidelity
+
+    def _holdout(self, users: Sequence[int]) -> set[int]:
+        distinct = np.unique(users)
+        n = max(1, int(round(len(distinct) * self.config["stage1_holdout_users"])))
+        return set(np.random.default_rng(self.config["seed"]).choice(distinct, n, replace=False).tolist())
+
+    def _examples(self, task: str, users: list[int], sequences: list[list[int]]) -> list:
+        teacher, sampler, cfg = self.model.teacher, self.model.sampler, self.config
+        if task == "rps":
+            histories = [s[-self.model.history_length :] for s in sequences]
+            return rps_examples(teacher, histories, users, sampler, cfg["teacher_topk"], self.rng)
+        return ta_examples(teacher, sequences, users, sampler, cfg["ta_demo_length"], cfg["ta_query_length"], self.rng)
+
+    # ------------------------------------------------------------------ scoring
+    def scores(self, task: str, batch: Sequence) -> torch.Tensor:
+        """LLM candidate scores for a batch of examples, adapters off."""
+        slots = [_slots(example) for example in batch]
+        candidates = torch.as_tensor([example.candidates for example in batch])
+        with self.model.llm.disable_adapter():
+            return self.model.score_prompts(task, slots, candidates)
+
+    def loss(self, task: str, batch: Sequence) -> torch.Tensor:
+        scores = self.scores(task, batch)
+        targets = torch.as_tensor([example.target for example in batch], device=scores.device)
+        if task == "rps" and self.config["rps_loss"] == "kl":
+            teacher = torch.as_tensor([example.teacher_scores for example in batch], device=scores.device)
+            soft_targets = F.softmax(teacher / self.config["rps_temperature"], dim=1)
+            return F.kl_div(F.log_softmax(scores, dim=1), soft_targets, reduction="batchmean")
+        return F.cross_entropy(scores, targets)
+
+    @torch.no_grad()
+    def fidelity(self, examples: Sequence[RPSExample]) -> float:
+        """Share of held-out prompts whose LLM top-1 is the teacher's top-1."""
+        self.model.eval()
+        hits = 0
+        for batch in _batches(examples, self.config["stage1_batch_size"] * 2):
+            predicted = self.scores("rps", batch).argmax(dim=1).cpu()
+            hits += int((predicted == torch.as_tensor([e.target for e in batch])).sum())
+        return hits / max(1, len(examples))
+
+    # ------------------------------------------------------------------ training
+    def fit(self, dataset) -> dict[str, float]:
+        """Train the soft prompt; returns fidelity before (random prompt) and after."""
+        examples, holdout = self.build(dataset)
+        prompt = self.model.soft_prompt
+        before = self.fidelity(holdout)
+        best, best_state = before, copy.deepcopy(prompt.state_dict())
+        self.logger.info(set_color("Stage 1", "green") + f": {', '.join(f'{t}={len(v)}' for t, v in examples.items())} "
+                         f"examples, {len(holdout)} held-out prompts, fidelity with a random soft prompt {before:.4f}")
+        prompt.requires_grad_(True)
+        optimizer = torch.optim.Adam(prompt.parameters(), lr=self.config["stage1_learning_rate"])
+        for epoch in range(self.config["stage1_epochs"]):
+            losses = self._epoch(examples, optimizer, epoch)
+            fidelity = self.fidelity(holdout)
+            self.logger.info(set_color("Stage 1", "green") + f": epoch {epoch} {losses} fidelity {fidelity:.4f}")
+            if fidelity > best:
+                best, best_state = fidelity, copy.deepcopy(prompt.state_dict())
+        prompt.load_state_dict(best_state)
+        prompt.requires_grad_(False)
+        return {"fidelity_random": before, "fidelity_distilled": best}
+
+    def _epoch(self, examples: dict[str, list], optimizer, epoch: int) -> str:
+        self.model.train()
+        size = self.config["stage1_batch_size"]
+        streams = {t: list(_batches([v[i] for i in self.rng.permutation(len(v))], size)) for t, v in examples.items()}
+        steps = max(len(s) for s in streams.values())
+        totals = {t: 0.0 for t in streams}
+        bar = tqdm(range(steps), ncols=100, desc=set_color(f"Stage 1 {epoch:>3}", "pink"),
+                   disable=not self.config["show_progress"])
+        for step in bar:
+            batch = {t: s[step % len(s)] for t, s in streams.items()}
+            for task, value in self.step(batch, optimizer).items():
+                totals[task] += value / steps
+        return ", ".join(f"{t} loss {v:.4f}" for t, v in totals.items())
+
+    def step(self, batch: dict[str, Sequence], optimizer) -> dict[str, float]:
+        """One weighted update of the soft prompt from each task's batch."""
+        weight = self.model.soft_prompt.weight
+        losses, grads = {}, {}
+        for task, examples in batch.items():
+            loss = self.loss(task, examples)
+            grads[task] = torch.autograd.grad(loss, weight)[0]
+            losses[task] = loss.item()
+        weights = task_weights(grads, self.config["stage1_weighting"])
+        optimizer.zero_grad()
+        weight.grad = sum(weights[t] * grads[t] for t in grads)
+        optimizer.step()
+        self.last_weights = weights
+        return losses
+
+
+def _training_sequences(dataset, per_user: int) -> tuple[list[int], list[list[int]]]:
+    """(user, item sequence incl. target) of each user's latest training prefixes."""
+    feat = dataset.inter_feat[latest_prefix_rows(dataset, per_user)]
+    seqs = feat[dataset.item_id_list_field].tolist()
+    lengths = feat[dataset.item_list_length_field].tolist()
+    targets = feat[dataset.iid_field].tolist()
+    users = feat[dataset.uid_field].tolist()
+    return users, [s[:n] + [t] for s, n, t in zip(seqs, lengths, targets)]
+
+
+def _slots(example) -> dict:
+    if isinstance(example, TAExample):
+        return {"demo_history": example.demo_history, "demo_prediction": example.demo_prediction,
+                "demo_answer": example.demo_answer, "query_history": example.query_history,
+                "query_prediction": example.query_prediction, "candidates": example.candidates}
+    return {"history": example.history, "candidates": example.candidates}
+
+
+def _batches(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
