@@ -2,6 +2,9 @@
 
 Like RecBole's ``run_recbole.py``: ``--config_files`` takes space-separated YAML files, and
 any other ``--key=value`` overrides a configuration value (RecBole reads them itself).
+
+With ``--tune=<space file>`` it runs a Ray Tune sweep instead (see docs/tuning.md); the other
+``--key=value`` overrides then apply to every trial.
 """
 
 import argparse
@@ -14,9 +17,33 @@ def main() -> None:
     parser.add_argument("--model", "-m", default="DELRec")
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
-    args, _ = parser.parse_known_args()
+    sweep = parser.add_argument_group("hyper-parameter sweep (only with --tune)")
+    sweep.add_argument("--tune", default=None, help="search space file (RecBole's hyper-parameter format)")
+    sweep.add_argument("--samples", type=int, default=None, help="trials (default 10; grid: grid repeats, default 1)")
+    sweep.add_argument("--search", default="hyperopt", choices=["hyperopt", "random", "grid"])
+    sweep.add_argument("--scheduler", default="asha", choices=["asha", "fifo"])
+    sweep.add_argument("--cpus-per-trial", type=float, default=1)
+    sweep.add_argument("--gpus-per-trial", type=float, default=0)
+    sweep.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: a local one)")
+    sweep.add_argument("--output-dir", default=None, help="default: saved/sweeps/<model>-<dataset>-<time>")
+    args, rest = parser.parse_known_args()
     files = args.config_files.strip().split(" ") if args.config_files else None
-    run_delrec(model=args.model, dataset=args.dataset, config_file_list=files)
+    if args.tune:
+        tune(args, files, rest)
+    else:
+        run_delrec(model=args.model, dataset=args.dataset, config_file_list=files)
+
+
+def tune(args: argparse.Namespace, files, rest) -> None:
+    """A sweep: the remaining ``--key=value`` become ``config_dict`` (no Config reads sys.argv)."""
+    from recbole_delrec.tune import external_values, run_sweep
+
+    run_sweep(
+        model=args.model, dataset=args.dataset, space_file=args.tune, samples=args.samples,
+        search=args.search, scheduler=args.scheduler, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address, config_file_list=files,
+        config_dict=external_values(argv=rest), output_dir=args.output_dir,
+    )
 
 
 if __name__ == "__main__":

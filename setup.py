@@ -29,6 +29,8 @@ setup(
         "tabulate",
         # RecBole 1.2.1 pins ray<=2.6.3; that ray needs pkg_resources (setuptools<81).
         "ray[tune]==2.6.3",
+        # pyarrow 26 refuses NumPy 1, and ray then fails on its first trial.
+        "pyarrow<26",
         "setuptools<81",
         # hyperopt>=0.2.7 breaks RecBole's own `exhaustive` HyperTuning algorithm.
         "hyperopt==0.2.5",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +32,28 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return path
+
+
+def atomic_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp_dir)`` then swap the finished folder in for ``path``.
+
+    A folder cannot be renamed over a non-empty one, so the old folder is moved aside first
+    and removed only after the new one is in place: ``path`` is never a half-written folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = path.with_name(f".{path.name}.old")
+    try:
+        write(tmp)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
     return path
 
 

@@ -2,8 +2,10 @@
 
 Same steps and logging as RecBole's quick start (Config -> dataset -> split -> model ->
 trainer.fit -> trainer.evaluate), plus what a DELRec user needs at the end: the teacher
-evaluated on exactly the same test candidates, both rows printed side by side, the time
-of each stage, and a JSON file of the results under ``checkpoint_dir``.
+evaluated on exactly the same test candidates, both rows printed side by side, the time of
+each stage, and the run's folder (see :mod:`recbole_delrec.run_dir`).  ``load`` evaluates a
+finished run folder without training, ``resume`` continues an interrupted one, and
+``explain`` prints one user's prompt and both rankings.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import sys
 import time
 from logging import getLogger
-from pathlib import Path
 from typing import Any
 
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
-from recbole.utils import get_local_time, get_model, get_trainer, init_logger, init_seed, set_color
+from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
 from tabulate import tabulate
 
 from recbole_delrec.artifacts import save_json
+from recbole_delrec.explain import explain as explain_user
+from recbole_delrec.run_dir import RunDirectory
+from recbole_delrec.teacher import teacher_class, teacher_config
 
 
 def run_delrec(
@@ -28,53 +32,85 @@ def run_delrec(
     config_file_list: list[str] | None = None,
     config_dict: dict[str, Any] | None = None,
     saved: bool = True,
+    load: str | None = None,
+    resume: str | None = None,
+    explain: str | None = None,
 ) -> dict[str, Any]:
-    """Train and test DELRec (teacher, stage 2) and test the teacher on the same candidates."""
+    """Train (or ``load``/``resume``) and test DELRec, and test the teacher on the same candidates."""
     start = time.time()
+    config_dict = dict(config_dict or {})
+    if load:
+        config_dict = {**RunDirectory.open(load).user_values(), **_loaded_llm(load), **config_dict}
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    rec_model, trainer, (train_data, valid_data, test_data) = _build(config)
     logger = getLogger()
-    logger.info(sys.argv)
-    logger.info(config)
 
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = data_preparation(config, data)
+    if load:
+        _attach_finished_run(rec_model, trainer, config, load, train_data._dataset)
+        best_valid_score, best_valid_result = None, None
+    else:
+        if resume:
+            trainer.resume_checkpoint(resume)
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+        if trainer.stage == "1":
+            logger.info(set_color("stage 1 result", "yellow") + f": {trainer.stage1_result}")
+            return {"stage1_result": trainer.stage1_result, "timings": trainer.timings}
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    rec_model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    logger.info(rec_model)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, rec_model)
-
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    if trainer.stage == "1":
-        logger.info(set_color("stage 1 result", "yellow") + f": {trainer.stage1_result}")
-        return {"stage1_result": trainer.stage1_result, "timings": trainer.timings}
     test_start = time.time()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=saved or bool(load), show_progress=config["show_progress"])
     with trainer.scoring_with(rec_model.teacher):
         teacher_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     timings = {**trainer.timings, "test_seconds": time.time() - test_start, "total_seconds": time.time() - start}
-
-    table = side_by_side({config["teacher_model"] + " (teacher)": teacher_result, config["model"]: test_result})
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
-    logger.info(set_color("test, same candidates", "yellow") + "\n" + table)
-    logger.info(set_color("time (s)", "yellow") + ": " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     result = {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "teacher_test_result": teacher_result,
-        "stage1_result": trainer.stage1_result,
+        "stage1_result": getattr(trainer, "stage1_result", {}),
         "timings": timings,
+        "run_dir": str(trainer.run.path),
     }
-    _save_result(config, result)
+    _report(config, result)
+    save_json(result, trainer.run.result)
+    if explain is not None:
+        logger.info("\n" + explain_user(rec_model, test_data, str(explain)).render(rec_model.item_text.titles))
     return result
+
+
+def _build(config: Config):
+    """RecBole's own steps: seed, logger, data set, split, model, trainer."""
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+    data = create_dataset(config)
+    logger.info(data)
+    splits = data_preparation(config, data)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    rec_model = get_model(config["model"])(config, splits[0]._dataset).to(config["device"])
+    logger.info(rec_model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, rec_model)
+    return rec_model, trainer, splits
+
+
+def _loaded_llm(load: str) -> dict[str, Any]:
+    """A scratch-T5 run carries its frozen LLM in its folder: load that one."""
+    run = RunDirectory.open(load)
+    return {"llm_path": str(run.llm)} if run.llm.is_dir() else {}
+
+
+def _attach_finished_run(rec_model, trainer, config: Config, load: str, train_dataset) -> None:
+    """Teacher and trainer pointed at a finished run folder, nothing trained."""
+    run = RunDirectory.open(load)
+    teacher = teacher_class(config["teacher_model"])(teacher_config(config), train_dataset)
+    teacher.load_state_dict(run.teacher_state())
+    rec_model.attach_teacher(teacher.to(config["device"]).eval())
+    trainer.run = run
+    trainer.saved_model_file = str(run.best)
 
 
 def side_by_side(rows: dict[str, dict[str, float]]) -> str:
@@ -86,8 +122,14 @@ def side_by_side(rows: dict[str, dict[str, float]]) -> str:
     )
 
 
-def _save_result(config: Config, result: dict[str, Any]) -> Path:
-    name = f"{config['model']}-{config['dataset']}-{get_local_time()}-result.json"
-    path = save_json({"config": dict(config.final_config_dict), **result}, Path(config["checkpoint_dir"]) / name)
-    getLogger().info(set_color("Results", "blue") + f": {path}")
-    return path
+def _report(config: Config, result: dict[str, Any]) -> None:
+    logger = getLogger()
+    table = side_by_side({
+        f"{config['teacher_model']} (teacher)": result["teacher_test_result"],
+        config["model"]: result["test_result"],
+    })
+    logger.info(set_color("best valid ", "yellow") + f": {result['best_valid_result']}")
+    logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
+    logger.info(set_color("test, same candidates", "yellow") + "\n" + table)
+    logger.info(set_color("time (s)", "yellow") + ": " + ", ".join(f"{k}={v:.1f}" for k, v in result["timings"].items()))
+    logger.info(set_color("run folder", "blue") + f": {result['run_dir']}")

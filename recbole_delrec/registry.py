@@ -22,8 +22,11 @@ import recbole.quick_start.quick_start as recbole_quick_start
 import recbole.trainer as recbole_trainer
 from recbole.config import Config
 
-#: model name -> (module, trainer class name)
-MODELS = {"DELRec": ("recbole_delrec.model.delrec", "DELRecTrainer")}
+#: model name -> (model module, trainer module, trainer class name)
+MODELS = {
+    "DELRec": ("recbole_delrec.model.delrec", "recbole_delrec.trainer", "DELRecTrainer"),
+    "TSLRec": ("recbole_delrec.model.tslrec", "recbole_delrec.tslrec.trainer", "TSLRecTrainer"),
+}
 
 
 def _properties_dir() -> Path:
@@ -60,12 +63,12 @@ def _get_flops(model, *args, **kwargs):
 
 def register() -> None:
     """Make RecBole's lookups find the plugin's models, trainers and YAML (idempotent)."""
-    for name, (module_path, trainer_name) in MODELS.items():
+    for name, (module_path, trainer_path, trainer_name) in MODELS.items():
         module = importlib.import_module(module_path)
         alias = f"recbole.model.sequential_recommender.{name.lower()}"
         sys.modules[alias] = module
         setattr(recbole_sequential, name, getattr(module, name))
-        trainer_module = importlib.import_module("recbole_delrec.trainer")
+        trainer_module = importlib.import_module(trainer_path)
         setattr(recbole_trainer, trainer_name, getattr(trainer_module, trainer_name))
     Config._load_internal_config_dict = _load_internal_config_dict
     recbole_quick_start.get_flops = _get_flops

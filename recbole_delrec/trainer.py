@@ -27,8 +27,10 @@ from recbole.utils import set_color
 
 from recbole_delrec.artifacts import fingerprint, load_tensors, save_tensors
 from recbole_delrec.distill import SoftPromptDistiller
-from recbole_delrec.llm.adapters import allocate_ranks
+from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
+from recbole_delrec.llm.backbone import SCRATCH
 from recbole_delrec.prefixes import latest_prefixes
+from recbole_delrec.run_dir import RunDirectory
 from recbole_delrec.teacher import load_or_train_teacher
 
 
@@ -39,8 +41,10 @@ class DELRecTrainer(Trainer):
         super().__init__(config, model)
         self.global_step = 0
         self.optimizer.register_step_post_hook(self._after_step)
-        self._scoring_model = model
+        self.delrec = model
         self.timings: dict[str, float] = {}
+        self.run: RunDirectory | None = None
+        self._resume: dict | None = None
 
     def _build_optimizer(self, **kwargs):
         kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
@@ -53,9 +57,13 @@ class DELRecTrainer(Trainer):
 
     # ------------------------------------------------------------------ training
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self.run is None:
+            self.run = RunDirectory.create(self.config, self.delrec.llm_source)
+        self.saved_model_file = str(self.run.best)
         start = time.time()
         if self.model.teacher is None:
             self.model.attach_teacher(load_or_train_teacher(self.config, train_data, valid_data))
+        save_tensors({"state_dict": self.model.teacher.state_dict()}, self.run.teacher)
         self.timings["teacher_seconds"] = time.time() - start
         start = time.time()
         self.stage1_result = self._prepare_soft_prompt(train_data._dataset)
@@ -68,10 +76,30 @@ class DELRecTrainer(Trainer):
             + f": {len(stage2._dataset)} training prefixes "
             f"({self.config['train_prefixes_per_user']} latest per user), AdaLoRA on {self.config['adalora']['target_modules']}"
         )
+        if self._resume is not None:
+            stage2.generator.set_state(self._resume["loader_rng"])
         start = time.time()
-        result = super().fit(stage2, valid_data, verbose, saved, show_progress, callback_fn)
+        result = super().fit(stage2, valid_data, verbose, saved, show_progress, self._after_validation(stage2, callback_fn))
         self.timings["stage2_seconds"] = time.time() - start
+        self.export()
         return result
+
+    def _after_validation(self, loader, callback_fn):
+        """Save the resumable state after every validation, then call the user's callback."""
+        def callback(epoch_idx: int, valid_score: float) -> None:
+            save_tensors(self._training_state(epoch_idx, loader), self.run.last)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+        return callback
+
+    def export(self) -> None:
+        """The run's adapter as a PEFT folder, and the scratch LLM it belongs to."""
+        if self.config["local_rank"] != 0 or not self.run.best.is_file():
+            return
+        self.load_checkpoint(self.run.best)
+        self.run.save_adapter(self.delrec.llm)
+        if self.delrec.llm_source == SCRATCH:
+            self.run.save_llm(self.delrec.llm.get_base_model(), self.delrec.tokenizer, base_state_dict(self.delrec.llm))
 
     @property
     def stage(self) -> str:
@@ -113,25 +141,25 @@ class DELRecTrainer(Trainer):
     # ------------------------------------------------------------------ evaluation
     @contextmanager
     def scoring_with(self, model):
-        """Evaluate another model (the teacher) on the same candidate sets."""
-        saved, self._scoring_model = self._scoring_model, model
+        """Evaluate another model (the teacher) with this trainer: same candidates, same metrics."""
+        saved, self.model = self.model, model
         try:
             yield
         finally:
-            self._scoring_model = saved
+            self.model = saved
 
     def _neg_sample_batch_eval(self, batched_data):
         """Rank each user's true item among that user's fixed clean candidates."""
         interaction, row_idx, positive_u, positive_i = batched_data
         firsts = torch.as_tensor(np.r_[0, np.nonzero(np.diff(row_idx.numpy()))[0] + 1])
         rows = interaction[firsts]
-        candidates = self.model.sampler.candidates(
+        candidates = self.delrec.sampler.candidates(
             rows[self.config["USER_ID_FIELD"]], rows[self.config["ITEM_ID_FIELD"]],
-            rows[self.model.ITEM_SEQ], self._phase,
+            rows[self.delrec.ITEM_SEQ], self._phase,
         )
         expanded = rows.repeat_interleave(candidates.shape[1])
         expanded.update(Interaction({self.config["ITEM_ID_FIELD"]: candidates.reshape(-1)}))
-        scores = self._scoring_model.predict(expanded.to(self.device)).view(candidates.shape)
+        scores = self.model.predict(expanded.to(self.device)).view(candidates.shape)
         full = torch.full((len(firsts), self.tot_item_num), -np.inf, device=self.device)
         full.scatter_(1, candidates.to(self.device), scores.float())
         return interaction, full, positive_u, positive_i
@@ -143,7 +171,7 @@ class DELRecTrainer(Trainer):
         if load_best_model:
             self.load_checkpoint(model_file or self.saved_model_file)
         self._phase = eval_data._sampler.phase if eval_data._sampler is not None else "test"
-        self._scoring_model.eval()
+        self.model.eval()
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     # ------------------------------------------------------------------ checkpoints
@@ -174,14 +202,31 @@ class DELRecTrainer(Trainer):
         self.logger.info(f"Loading DELRec weights from {path}")
         return checkpoint
 
+    def _training_state(self, epoch: int, loader) -> dict:
+        """Everything an interrupted stage 2 needs to continue exactly where it was."""
+        return {
+            "model": self.config["model"], "epoch": epoch, "cur_step": self.cur_step,
+            "global_step": self.global_step, "best_valid_score": float(self.best_valid_score),
+            "best_valid_result": dict(self.best_valid_result or {}),
+            "state_dict": self.delrec.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
+            "rank_state": rank_state(self.delrec.llm), "torch_rng": torch.get_rng_state(),
+            "train_rng": self.delrec.train_rng.bit_generator.state, "loader_rng": loader.generator.get_state(),
+        }
+
     def resume_checkpoint(self, resume_file):
-        checkpoint = self.load_checkpoint(resume_file)
-        self.saved_model_file = str(resume_file)
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.global_step = checkpoint["global_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        """Continue an interrupted stage 2 from a run folder (or its ``last.pth``)."""
+        path = Path(resume_file)
+        self.run = RunDirectory(path if path.is_dir() else path.parent)
+        state = self.load_checkpoint(self.run.last)
+        self.start_epoch, self.cur_step = state["epoch"] + 1, state["cur_step"]
+        self.global_step, self.best_valid_score = state["global_step"], state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"] or None
+        self.optimizer.load_state_dict(state["optimizer"])
+        load_rank_state(self.delrec.llm, state["rank_state"])
+        torch.set_rng_state(state["torch_rng"])
+        self.delrec.train_rng.bit_generator.state = state["train_rng"]
+        self._resume = state
+        self.logger.info(set_color("Resume", "green") + f": {self.run.path} from epoch {self.start_epoch}")
 
 
 STAGE1_KEYS = ("seed", "teacher_model", "teacher_config", "teacher_checkpoint", "llm_path", "scratch_llm",

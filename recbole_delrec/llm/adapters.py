@@ -53,3 +53,30 @@ def orthogonal_penalty(model: PeftModel) -> torch.Tensor | float:
 def allocate_ranks(model: PeftModel, global_step: int) -> None:
     """AdaLoRA's budget/rank update: after ``backward`` and ``step``, before ``zero_grad``."""
     model.base_model.update_and_allocate(global_step)
+
+
+def base_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The frozen base model's own weights, under its original (un-wrapped) names."""
+    state = model.get_base_model().state_dict()
+    return {
+        k.replace(".base_layer", "").replace(".original_module", ""): v
+        for k, v in state.items()
+        if not any(tag in k for tag in ADAPTER_TAGS)
+    }
+
+
+def rank_state(model: PeftModel) -> dict:
+    """AdaLoRA's allocator state (importance averages, rank pattern): part of a resume."""
+    allocator = model.base_model.rankallocator
+    return {
+        "ipt": dict(allocator.ipt), "exp_avg_ipt": dict(allocator.exp_avg_ipt),
+        "exp_avg_unc": dict(allocator.exp_avg_unc),
+        "rank_pattern": model.peft_config[model.active_adapter].rank_pattern,
+    }
+
+
+def load_rank_state(model: PeftModel, state: dict) -> None:
+    allocator = model.base_model.rankallocator
+    allocator.ipt, allocator.exp_avg_ipt = dict(state["ipt"]), dict(state["exp_avg_ipt"])
+    allocator.exp_avg_unc = dict(state["exp_avg_unc"])
+    model.peft_config[model.active_adapter].rank_pattern = state["rank_pattern"]

@@ -27,6 +27,7 @@ from transformers import (
 )
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
+SCRATCH = "scratch-t5"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -107,7 +108,7 @@ def _scratch_backbone(scratch: Mapping[str, Any], corpus: Iterable[str]) -> Back
         f"{len(tokenizer)} pieces trained on this data set). For the paper's model set "
         "`llm_path: google/flan-t5-xl` (or a local Flan-T5 directory)."
     )
-    return Backbone(model, tokenizer, "scratch-t5")
+    return Backbone(model, tokenizer, SCRATCH)
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:

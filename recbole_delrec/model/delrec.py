@@ -48,6 +48,7 @@ class DELRec(SequentialRecommender):
         self.history_length = config["history_length"]
         self.n_soft = config["n_soft_tokens"]
         self.seed = config["seed"]
+        self.rerank_k = config["rerank_k"]
         self.item_text = ItemText.from_dataset(dataset, config["title_field"], config["title_year_field"])
         templates = {t: load_template(t, config["domain"], config["prompt_template_dir"]) for t in TASKS}
         backbone = load_backbone(
@@ -142,9 +143,23 @@ class DELRec(SequentialRecommender):
         return _scatter_back(scores, candidates, items, bounds)
 
     def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
-        raise NotImplementedError(
-            "DELRec ranks candidate sets: use a sampled evaluation mode such as `mode: uni19`."
-        )
+        """Scores of every item: teacher retrieval, then LLM re-ranking of its top ``rerank_k``.
+
+        The teacher ranks the catalogue; its ``rerank_k`` best items that are not already in
+        the user's history become the prompt's candidates; the LLM's order of those K is placed
+        above every other item, and the rest keep the teacher's order.  Cost: one prompt and
+        K candidate scorings per user, like the sampled protocol.
+        """
+        if self.teacher is None:
+            raise RuntimeError("full_sort_predict needs the teacher: fit the model or attach_teacher() first.")
+        teacher_scores = self.teacher.full_sort_predict(interaction).float()
+        masked = teacher_scores.clone()
+        masked[:, 0] = -torch.inf
+        masked.scatter_(1, interaction[self.ITEM_SEQ], -torch.inf)
+        top = masked.topk(self.rerank_k, dim=1).indices
+        llm = self.score_candidates(self.histories(interaction), top.cpu())
+        base = teacher_scores.max(dim=1, keepdim=True).values + 1
+        return teacher_scores.scatter(1, top, base + llm - llm.min(dim=1, keepdim=True).values)
 
     def _shuffled(self, items: torch.Tensor, user: int) -> torch.Tensor:
         unique = torch.as_tensor(list(dict.fromkeys(items.tolist())), dtype=torch.long)

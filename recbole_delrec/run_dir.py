@@ -1,0 +1,98 @@
+"""One folder per run: everything a DELRec run produces, named for what it is.
+
+``<checkpoint_dir>/DELRec-<dataset>-<teacher>-<llm>-<time>/`` holds
+
+* ``config.json``: the run's configuration as plain values;
+* ``best.pth``: the best stage-2 checkpoint (soft prompt + adapters, no frozen LLM);
+* ``last.pth``: the latest validated training state, for ``resume``;
+* ``adapter/``: the PEFT adapter (``save_pretrained``; ``PeftModel.from_pretrained`` loads it);
+* ``llm/``: for the offline scratch T5 only, the frozen base model and its tokenizer, so the
+  run can be evaluated again (``load``) without rebuilding them;
+* ``teacher.pth``: the teacher's weights; ``result.json``: metrics and timings.
+
+Every file is written atomically (temp file + rename), every tensor file is read with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from recbole.utils import get_local_time
+
+from recbole_delrec.artifacts import atomic_dir, load_tensors, save_json
+from recbole_delrec.compat import plain
+
+
+class RunDirectory:
+    """Paths and writers of one run's folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, config, llm_source: str) -> "RunDirectory":
+        llm = Path(llm_source).name if Path(llm_source).exists() else llm_source.replace("/", "--")
+        name = f"{config['model']}-{config['dataset']}-{config['teacher_model']}-{llm}-{get_local_time()}"
+        run = cls(_new_folder(Path(config["checkpoint_dir"]) / name))
+        save_json({"final": plain(config.final_config_dict), "external": plain(config.external_config_dict)}, run.config)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDirectory":
+        run = cls(path)
+        if not run.best.is_file():
+            raise FileNotFoundError(f"'{path}' is not a finished DELRec run folder (no best.pth in it).")
+        return run
+
+    config = property(lambda self: self.path / "config.json")
+    best = property(lambda self: self.path / "best.pth")
+    last = property(lambda self: self.path / "last.pth")
+    adapter = property(lambda self: self.path / "adapter")
+    llm = property(lambda self: self.path / "llm")
+    teacher = property(lambda self: self.path / "teacher.pth")
+    result = property(lambda self: self.path / "result.json")
+
+    def save_adapter(self, peft_model) -> None:
+        """``save_pretrained`` of the adapter at its full initial rank.
+
+        PEFT shrinks an AdaLoRA adapter to its rank pattern on save, and on load ignores that
+        pattern (its keys carry a ``.lora_E`` suffix the loader does not match), so the scaling
+        changes and the reloaded adapter is not the trained one.  Saved at full rank, with the
+        pruned singular values already zero, ``PeftModel.from_pretrained`` restores exactly the
+        function that was trained.
+        """
+        config = peft_model.peft_config[peft_model.active_adapter]
+        pattern, config.rank_pattern = config.rank_pattern, None
+        try:
+            atomic_dir(self.adapter, lambda tmp: peft_model.save_pretrained(tmp))
+        finally:
+            config.rank_pattern = pattern
+
+    def save_llm(self, base_model, tokenizer, state_dict: dict) -> None:
+        def write(tmp: Path) -> None:
+            base_model.save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+
+        atomic_dir(self.llm, write)
+
+    def user_values(self) -> dict:
+        """The values the run was given (files, dict, command line): enough to rebuild it."""
+        return json.loads(self.config.read_text(encoding="utf-8"))["external"]
+
+    def teacher_state(self) -> dict:
+        return load_tensors(self.teacher)["state_dict"]
+
+
+def _new_folder(path: Path) -> Path:
+    """Create ``path``, or ``path-2``, ``path-3``... if a parallel run took that second."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.name}-{n}")

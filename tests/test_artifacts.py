@@ -1,0 +1,133 @@
+"""Run folders: atomic writes, safe and checked loading, load, resume, determinism, explain."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import T5ForConditionalGeneration
+
+from recbole_delrec import run_delrec
+from recbole_delrec.artifacts import atomic_dir, atomic_write, load_tensors, save_tensors
+from recbole_delrec.config import hidden_command_line, isolated_config
+from recbole_delrec.quick_start import _build
+from recbole_delrec.llm.adapters import add_adalora
+from recbole_delrec.llm.soft_prompt import SoftPrompt
+from tests.conftest import tiny_dict
+
+
+def test_a_failed_write_leaves_the_good_file_in_place(tmp_path):
+    target = tmp_path / "ckpt.pth"
+    save_tensors({"w": torch.ones(3)}, target)
+
+    def broken(tmp):
+        tmp.write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt  # the run is killed mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, broken)
+    assert torch.equal(load_tensors(target)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+def test_a_failed_folder_write_leaves_the_good_folder(tmp_path):
+    atomic_dir(tmp_path / "adapter", lambda tmp: (tmp / "a.txt").write_text("good"))
+
+    def broken(tmp):
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_dir(tmp_path / "adapter", broken)
+    assert (tmp_path / "adapter" / "a.txt").read_text() == "good"
+
+
+def test_loading_refuses_what_does_not_fit(tmp_path, tiny_model):
+    prompt = SoftPrompt(4, 16)
+    prompt.save(tmp_path / "p.pth", {"llm": "scratch-t5", "dataset": "ml-100k"})
+    with pytest.raises(ValueError, match="shape"):
+        SoftPrompt(4, 32).load(tmp_path / "p.pth", {"llm": "scratch-t5"})
+    with pytest.raises(ValueError, match="another setting"):
+        SoftPrompt(4, 16).load(tmp_path / "p.pth", {"llm": "google/flan-t5-xl"})
+    state = tiny_model.trainable_state_dict()
+    state["soft_prompt.weight"] = torch.zeros(4, 64)
+    with pytest.raises(ValueError, match="soft_prompt.weight"):
+        tiny_model.load_trainable_state_dict(state)
+    with pytest.raises(ValueError, match="does not match"):
+        tiny_model.load_trainable_state_dict({"foreign.weight": torch.zeros(1)})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    saved = tmp_path_factory.mktemp("runs")
+    with hidden_command_line():
+        return run_delrec(config_dict=tiny_dict(saved, epochs=2)), saved
+
+
+def test_run_folder_holds_named_artefacts(finished_run):
+    result, _ = finished_run
+    run = result["run_dir"]
+    names = {p.name for p in Path(run).iterdir()}
+    assert {"config.json", "best.pth", "last.pth", "adapter", "llm", "teacher.pth", "result.json"} <= names
+    assert "DELRec-ml-100k-SASRec-scratch-t5-" in run
+    assert json.loads((Path(run) / "result.json").read_text())["test_result"] == result["test_result"]
+
+
+def test_adapter_loads_with_peft_onto_the_base_llm(finished_run):
+    """PEFT's own loader gives the same LLM as the run's checkpoint (AdaLoRA prunes ranks on save)."""
+    run = Path(finished_run[0]["run_dir"])
+    config = json.loads((run / "config.json").read_text())["final"]
+    trained = add_adalora(T5ForConditionalGeneration.from_pretrained(run / "llm"), config["adalora"], 10)
+    state = load_tensors(run / "best.pth")["state_dict"]
+    trained.load_state_dict({k[len("llm."):]: v for k, v in state.items() if k.startswith("llm.")}, strict=False)
+    loaded = PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(run / "llm"), run / "adapter")
+    trained.eval(), loaded.eval()
+    ids = torch.tensor([[5, 6, 7, 8, 1]])
+    with torch.no_grad():
+        a = trained(input_ids=ids, decoder_input_ids=ids).logits
+        b = loaded(input_ids=ids, decoder_input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_load_evaluates_a_finished_run_without_training(finished_run):
+    result, _ = finished_run
+    with hidden_command_line():
+        again = run_delrec(load=result["run_dir"], config_dict={"state": "WARNING"})
+    assert again["test_result"] == result["test_result"]
+    assert again["teacher_test_result"] == result["teacher_test_result"]
+    assert "teacher_seconds" not in again["timings"]
+
+
+def test_same_seed_same_metrics(finished_run):
+    result, saved = finished_run
+    with hidden_command_line():
+        again = run_delrec(config_dict=tiny_dict(saved, epochs=2))
+    assert again["test_result"] == result["test_result"]
+    assert again["best_valid_result"] == result["best_valid_result"]
+
+
+def test_resume_reaches_the_uninterrupted_metrics(finished_run, tmp_path):
+    result, saved = finished_run
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(epoch_idx, score):
+        raise Killed
+
+    config = isolated_config("DELRec", "ml-100k", tiny_dict(saved, epochs=2))
+    model, trainer, (train, valid, _) = _build(config)
+    with pytest.raises(Killed):
+        trainer.fit(train, valid, callback_fn=kill_after_first_epoch)
+    with hidden_command_line():
+        resumed = run_delrec(config_dict=tiny_dict(saved, epochs=2), resume=str(trainer.run.path))
+    assert resumed["test_result"] == result["test_result"]
+
+
+def test_explain_shows_prompt_and_both_rankings(finished_run, caplog):
+    result, saved = finished_run
+    with hidden_command_line():
+        run_delrec(load=result["run_dir"], config_dict={"state": "INFO"}, explain="13")
+    text = caplog.text
+    assert "[SOFT PROMPT x4]" in text and "DELRec" in text and "teacher" in text and " *" in text
