@@ -3,11 +3,17 @@
 Like RecBole's ``run_recbole.py``: ``--config_files`` takes space-separated YAML files, and
 any other ``--key=value`` overrides a configuration value (RecBole reads them itself).
 
+Run folders: ``--load=<run dir>`` evaluates a finished run without training,
+``--resume=<run dir>`` continues an interrupted stage 2, ``--explain=<user id>`` prints that
+user's prompt and DELRec's and the teacher's rankings.  ``--model=TSLRec --backbone=SASRec``
+runs the second model (plain backbone, CI variant and TSLRec side by side).
+
 With ``--tune=<space file>`` it runs a Ray Tune sweep instead (see docs/tuning.md); the other
 ``--key=value`` overrides then apply to every trial.
 """
 
 import argparse
+import sys
 
 from recbole_delrec import run_delrec
 
@@ -17,6 +23,10 @@ def main() -> None:
     parser.add_argument("--model", "-m", default="DELRec")
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
+    parser.add_argument("--load", default=None, help="evaluate a finished run folder, no training")
+    parser.add_argument("--resume", default=None, help="continue an interrupted run folder")
+    parser.add_argument("--explain", default=None, help="a user id (atomic-file token) to explain")
+    parser.add_argument("--backbone", default="SASRec", help="TSLRec: the RecBole backbone to enhance")
     sweep = parser.add_argument_group("hyper-parameter sweep (only with --tune)")
     sweep.add_argument("--tune", default=None, help="search space file (RecBole's hyper-parameter format)")
     sweep.add_argument("--samples", type=int, default=None, help="trials (default 10; grid: grid repeats, default 1)")
@@ -28,10 +38,16 @@ def main() -> None:
     sweep.add_argument("--output-dir", default=None, help="default: saved/sweeps/<model>-<dataset>-<time>")
     args, rest = parser.parse_known_args()
     files = args.config_files.strip().split(" ") if args.config_files else None
+    sys.argv = sys.argv[:1] + rest  # RecBole's Config reads the remaining --key=value itself
     if args.tune:
         tune(args, files, rest)
+    elif args.model == "TSLRec":
+        from recbole_delrec.tslrec_quick_start import run_tslrec
+
+        run_tslrec(dataset=args.dataset, backbone=args.backbone, config_file_list=files)
     else:
-        run_delrec(model=args.model, dataset=args.dataset, config_file_list=files)
+        run_delrec(model=args.model, dataset=args.dataset, config_file_list=files,
+                   load=args.load, resume=args.resume, explain=args.explain)
 
 
 def tune(args: argparse.Namespace, files, rest) -> None:

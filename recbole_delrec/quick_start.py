@@ -72,6 +72,7 @@ def run_delrec(
         "stage1_result": getattr(trainer, "stage1_result", {}),
         "timings": timings,
         "run_dir": str(trainer.run.path),
+        "test_users": len(test_data._dataset),
     }
     _report(config, result)
     save_json(result, trainer.run.result)

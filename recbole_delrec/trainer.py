@@ -74,7 +74,7 @@ class DELRecTrainer(Trainer):
         self.logger.info(
             set_color("Stage 2", "green")
             + f": {len(stage2._dataset)} training prefixes "
-            f"({self.config['train_prefixes_per_user']} latest per user), AdaLoRA on {self.config['adalora']['target_modules']}"
+            f"({self.config['train_prefixes_per_user']} latest per user), AdaLoRA on {sorted(self.delrec.llm.peft_config['default'].target_modules)}"
         )
         if self._resume is not None:
             stage2.generator.set_state(self._resume["loader_rng"])

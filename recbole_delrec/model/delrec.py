@@ -26,7 +26,7 @@ from recbole.utils import InputType, ModelType
 
 from recbole_delrec.candidates import CandidateSampler
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
-from recbole_delrec.llm.backbone import Backbone, load_backbone
+from recbole_delrec.llm.backbone import SCRATCH, Backbone, load_backbone
 from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.prefixes import latest_prefix_rows
@@ -63,7 +63,7 @@ class DELRec(SequentialRecommender):
             self.n_soft, backbone.model.get_input_embeddings().weight, self.seed
         ).requires_grad_(False)
         backbone.model.requires_grad_(False)
-        self.llm = add_adalora(backbone.model, config["adalora"], self._total_steps(config, dataset))
+        self.llm = add_adalora(backbone.model, self._adalora_options(config, backbone), self._total_steps(config, dataset))
         self.scorer = CandidateScorer(title_ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
         self.sampler = CandidateSampler.from_dataset(dataset, config["n_candidates"], self.seed)
         self.train_rng = np.random.default_rng(self.seed)
@@ -79,6 +79,12 @@ class DELRec(SequentialRecommender):
             )
             for task, text in templates.items()
         }
+
+    @staticmethod
+    def _adalora_options(config, backbone: Backbone) -> dict:
+        """The paper's AdaLoRA settings; the scratch T5 replaces some (``scratch_adalora``)."""
+        scratch = config["scratch_adalora"] if backbone.source == SCRATCH else None
+        return {**config["adalora"], **(scratch or {})}
 
     @staticmethod
     def _total_steps(config, dataset) -> int:

@@ -1,0 +1,60 @@
+"""Run DELRec once and record its figures in ``benchmarks/results/<name>.json``.
+
+    python benchmarks/run.py --name=ml100k.default --dataset=ml-100k [--key=value ...]
+
+Every ``--key=value`` after the script's own options goes to RecBole's Config, exactly as
+with ``run_delrec.py``.  Records follow the project's format (metric, value, unit, device,
+date, command); a rerun replaces the file.  Metric keys: ``<name>.teacher.<metric>``,
+``<name>.delrec.<metric>`` (test, same candidates), ``<name>.<stage>_seconds``,
+``<name>.total_seconds``, ``<name>.users`` and, when stage 1 ran, ``<name>.stage1.fidelity.*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def records(name: str, result: dict, command: str, device: str) -> list[dict]:
+    """The project's metric records for one run's result dict."""
+    date = datetime.date.today().isoformat()
+
+    def record(metric: str, value: float, unit: str = "") -> dict:
+        return {"metric": f"{name}.{metric}", "value": round(float(value), 4), "unit": unit,
+                "device": device, "date": date, "command": command}
+
+    out = [record(f"{who}.{metric}", value)
+           for who, key in (("teacher", "teacher_test_result"), ("delrec", "test_result"))
+           for metric, value in result[key].items()]
+    out += [record(key, value, "s") for key, value in result["timings"].items()]
+    out += [record(f"stage1.fidelity.{key.split('_')[1]}", value)
+            for key, value in (result.get("stage1_result") or {}).items() if key.startswith("fidelity_")]
+    out.append(record("users", result["test_users"]))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="metric prefix and file name, e.g. ml100k.default")
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--device-name", default="cpu-2core")
+    args, rest = parser.parse_known_args()
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    sys.argv = sys.argv[:1] + rest
+    from recbole_delrec import run_delrec
+
+    result = run_delrec(model="DELRec", dataset=args.dataset)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{args.name}.json"
+    path.write_text(json.dumps(records(args.name, result, command, args.device_name), indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
