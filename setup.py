@@ -27,6 +27,7 @@ setup(
         "tokenizers>=0.19",
         "sentencepiece",
         "tabulate",
+        "filelock",
         # RecBole 1.2.1 pins ray<=2.6.3; that ray needs pkg_resources (setuptools<81).
         "ray[tune]==2.6.3",
         # pyarrow 26 refuses NumPy 1, and ray then fails on its first trial.

@@ -60,9 +60,11 @@ def run_delrec(
 
     test_start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved or bool(load), show_progress=config["show_progress"])
+    teacher_start = time.time()
     with trainer.scoring_with(rec_model.teacher):
         teacher_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-    timings = {**trainer.timings, "test_seconds": time.time() - test_start, "total_seconds": time.time() - start}
+    timings = {**trainer.timings, "test_seconds": teacher_start - test_start,
+               "teacher_test_seconds": time.time() - teacher_start, "total_seconds": time.time() - start}
     result = {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -73,16 +75,18 @@ def run_delrec(
         "timings": timings,
         "run_dir": str(trainer.run.path),
         "test_users": len(test_data._dataset),
+        "eval_mode": config["eval_args"]["mode"]["test"],
     }
     _report(config, result)
     save_json(result, trainer.run.result)
     if explain is not None:
-        logger.info("\n" + explain_user(rec_model, test_data, str(explain)).render(rec_model.item_text.titles))
+        result["explanation"] = explain_user(rec_model, test_data, str(explain)).render(rec_model.item_text.titles)
+        logger.info("\n" + result["explanation"])
     return result
 
 
-def _build(config: Config):
-    """RecBole's own steps: seed, logger, data set, split, model, trainer."""
+def prepare_data(config: Config):
+    """RecBole's own first steps: seed, logger, data set, split (train, valid, test loaders)."""
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -90,7 +94,13 @@ def _build(config: Config):
     logger.info(config)
     data = create_dataset(config)
     logger.info(data)
-    splits = data_preparation(config, data)
+    return data_preparation(config, data)
+
+
+def _build(config: Config):
+    """RecBole's own steps: data (see :func:`prepare_data`), model, trainer."""
+    logger = getLogger()
+    splits = prepare_data(config)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     rec_model = get_model(config["model"])(config, splits[0]._dataset).to(config["device"])
     logger.info(rec_model)
@@ -99,9 +109,12 @@ def _build(config: Config):
 
 
 def _loaded_llm(load: str) -> dict[str, Any]:
-    """A scratch-T5 run carries its frozen LLM in its folder: load that one."""
+    """A scratch-T5 run carries its frozen LLM in its folder: load that one, same adapters."""
     run = RunDirectory.open(load)
-    return {"llm_path": str(run.llm)} if run.llm.is_dir() else {}
+    if not run.llm.is_dir():
+        return {}
+    final = run.final_values()
+    return {"llm_path": str(run.llm), "adalora": {**final["adalora"], **(final.get("scratch_adalora") or {})}}
 
 
 def _attach_finished_run(rec_model, trainer, config: Config, load: str, train_dataset) -> None:

@@ -81,6 +81,10 @@ class RunDirectory:
         """The values the run was given (files, dict, command line): enough to rebuild it."""
         return json.loads(self.config.read_text(encoding="utf-8"))["external"]
 
+    def final_values(self) -> dict:
+        """Every configuration value the run used, as plain values."""
+        return json.loads(self.config.read_text(encoding="utf-8"))["final"]
+
     def teacher_state(self) -> dict:
         return load_tensors(self.teacher)["state_dict"]
 

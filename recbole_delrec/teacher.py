@@ -15,6 +15,7 @@ from logging import getLogger
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from recbole.config import Config
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
@@ -26,6 +27,8 @@ from recbole_delrec.config import isolated_config
 
 GENERAL_KEYS = ("seed", "reproducibility", "use_gpu", "gpu_id", "state", "show_progress",
                 "worker", "checkpoint_dir")
+#: Settings that do not change the trained teacher (left out of its cache key).
+NOT_SHAPING = {"state", "show_progress", "gpu_id", "device", "checkpoint_dir", "worker", "use_gpu"}
 TEACHER_DEFAULTS = {
     "train_neg_sample_args": None,
     "loss_type": "CE",
@@ -64,7 +67,7 @@ def teacher_config(config: Config) -> Config:
 
 def cache_path(config: Config, tconfig: Config, n_items: int, n_users: int) -> Path:
     """Where this teacher is cached: named for what it is, keyed by what shapes it."""
-    keys = {k: tconfig[k] for k in sorted(tconfig.final_config_dict) if k not in ("state", "show_progress", "gpu_id", "device", "checkpoint_dir", "worker", "use_gpu")}
+    keys = {k: v for k, v in tconfig.final_config_dict.items() if k not in NOT_SHAPING}
     key = fingerprint({**keys, "n_items": n_items, "n_users": n_users})
     name = f"teacher-{config['dataset']}-{config['teacher_model']}-{key}.pth"
     return Path(config["checkpoint_dir"]) / name
@@ -72,12 +75,20 @@ def cache_path(config: Config, tconfig: Config, n_items: int, n_users: int) -> P
 
 def load_or_train_teacher(config: Config, train_data, valid_data) -> SequentialRecommender:
     """The frozen teacher for this run: loaded, reused from cache, or trained now."""
-    logger = getLogger()
     tconfig = teacher_config(config)
     dataset = train_data._dataset
     init_seed(tconfig["seed"], tconfig["reproducibility"])
     model = teacher_class(config["teacher_model"])(tconfig, dataset).to(tconfig["device"])
     cache = cache_path(config, tconfig, dataset.item_num, dataset.user_num)
+    with FileLock(f"{cache}.lock"):  # parallel runs (Ray trials) train one teacher, not one each
+        _load_or_train(model, config, tconfig, cache, train_data, valid_data)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _load_or_train(model, config: Config, tconfig: Config, cache: Path, train_data, valid_data) -> None:
+    logger = getLogger()
     if config["teacher_checkpoint"]:
         _load_recbole_checkpoint(model, config["teacher_checkpoint"], config["trust_teacher_checkpoint"])
     elif cache.is_file():
@@ -87,9 +98,6 @@ def load_or_train_teacher(config: Config, train_data, valid_data) -> SequentialR
         _train(model, tconfig, train_data, valid_data)
         save_tensors({"state_dict": model.state_dict(), "model": config["teacher_model"]}, cache)
         logger.info(set_color("Teacher", "green") + f": saved {cache}")
-    model.eval()
-    model.requires_grad_(False)
-    return model
 
 
 @torch.no_grad()

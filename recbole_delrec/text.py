@@ -13,9 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from recbole.data.dataset import Dataset
-from recbole.utils import FeatureType
+
+if TYPE_CHECKING:  # the GPU benchmark imports this module where RecBole is not installed
+    from recbole.data.dataset import Dataset
 
 #: Articles that MovieLens (and other catalogues) move behind a comma for sorting.
 _TRAILING_ARTICLE = re.compile(
@@ -96,6 +99,8 @@ def _check_title_field(dataset: Dataset, title_field: str) -> None:
 
 def _field_strings(dataset: Dataset, field: str) -> list[str]:
     """One string per item id for a token or token_seq item field ('' where missing)."""
+    from recbole.utils import FeatureType
+
     values = dataset.item_feat[field].numpy()
     id2token = dataset.field2id_token[field]
     if dataset.field2type[field] == FeatureType.TOKEN_SEQ:

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from recbole.data.dataloader import TrainDataLoader
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import init_seed, set_color
 
 from recbole_delrec.artifacts import fingerprint, load_tensors, save_tensors
 from recbole_delrec.distill import SoftPromptDistiller
@@ -44,6 +45,7 @@ class DELRecTrainer(Trainer):
         self.delrec = model
         self.timings: dict[str, float] = {}
         self.run: RunDirectory | None = None
+        self._epoch_seconds: list[float] = []
         self._resume: dict | None = None
 
     def _build_optimizer(self, **kwargs):
@@ -66,6 +68,7 @@ class DELRecTrainer(Trainer):
         save_tensors({"state_dict": self.model.teacher.state_dict()}, self.run.teacher)
         self.timings["teacher_seconds"] = time.time() - start
         start = time.time()
+        self._reseed()  # later stages must not depend on whether earlier ones were cached
         self.stage1_result = self._prepare_soft_prompt(train_data._dataset)
         self.timings["stage1_seconds"] = time.time() - start
         if self.stage == "1":
@@ -76,13 +79,31 @@ class DELRecTrainer(Trainer):
             + f": {len(stage2._dataset)} training prefixes "
             f"({self.config['train_prefixes_per_user']} latest per user), AdaLoRA on {sorted(self.delrec.llm.peft_config['default'].target_modules)}"
         )
+        self._reseed()
         if self._resume is not None:
-            stage2.generator.set_state(self._resume["loader_rng"])
+            self._restore_random_state(stage2)
         start = time.time()
         result = super().fit(stage2, valid_data, verbose, saved, show_progress, self._after_validation(stage2, callback_fn))
         self.timings["stage2_seconds"] = time.time() - start
         self.export()
         return result
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        """RecBole's epoch, timed: the LLM's training time per epoch is a reported figure."""
+        start = time.time()
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        self._epoch_seconds.append(time.time() - start)
+        self.timings["stage2_seconds_per_epoch"] = sum(self._epoch_seconds) / len(self._epoch_seconds)
+        return loss
+
+    def _reseed(self) -> None:
+        init_seed(self.config["seed"] + self.config["local_rank"], self.config["reproducibility"])
+        self.delrec.train_rng = np.random.default_rng(self.config["seed"])
+
+    def _restore_random_state(self, loader) -> None:
+        torch.set_rng_state(self._resume["torch_rng"])
+        self.delrec.train_rng.bit_generator.state = self._resume["train_rng"]
+        loader.generator.set_state(self._resume["loader_rng"])
 
     def _after_validation(self, loader, callback_fn):
         """Save the resumable state after every validation, then call the user's callback."""
@@ -115,6 +136,12 @@ class DELRecTrainer(Trainer):
             return {}
         meta = soft_prompt_meta(config, dataset, self.model.llm_source)
         path = Path(config["soft_prompt_path"] or soft_prompt_path(config, meta))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):  # parallel runs with the same settings distil it once
+            return self._load_or_distil(path, meta, dataset)
+
+    def _load_or_distil(self, path: Path, meta: dict, dataset) -> dict:
+        prompt, config = self.model.soft_prompt, self.config
         if path.is_file():
             stored = prompt.load(path, meta)
             self.logger.info(set_color("Stage 1", "green") + f": reusing soft prompt {path}")
@@ -207,7 +234,7 @@ class DELRecTrainer(Trainer):
         return {
             "model": self.config["model"], "epoch": epoch, "cur_step": self.cur_step,
             "global_step": self.global_step, "best_valid_score": float(self.best_valid_score),
-            "best_valid_result": dict(self.best_valid_result or {}),
+            "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
             "state_dict": self.delrec.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
             "rank_state": rank_state(self.delrec.llm), "torch_rng": torch.get_rng_state(),
             "train_rng": self.delrec.train_rng.bit_generator.state, "loader_rng": loader.generator.get_state(),
@@ -223,9 +250,7 @@ class DELRecTrainer(Trainer):
         self.best_valid_result = state["best_valid_result"] or None
         self.optimizer.load_state_dict(state["optimizer"])
         load_rank_state(self.delrec.llm, state["rank_state"])
-        torch.set_rng_state(state["torch_rng"])
-        self.delrec.train_rng.bit_generator.state = state["train_rng"]
-        self._resume = state
+        self._resume = state  # random generators are restored when stage 2 starts
         self.logger.info(set_color("Resume", "green") + f": {self.run.path} from epoch {self.start_epoch}")
 
 

@@ -15,7 +15,6 @@ second run, with this backbone or another, reuses them.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from logging import getLogger
@@ -23,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import get_local_time, init_logger, init_seed, set_color
-from tabulate import tabulate
+from recbole.utils import get_local_time, init_seed, set_color
 
 from recbole_delrec.artifacts import save_json
 from recbole_delrec.model.tslrec import VARIANTS, TSLRec
+from recbole_delrec.quick_start import prepare_data, side_by_side
 from recbole_delrec.tslrec.trainer import TSLRecTrainer
 
 ROW_NAMES = {"base": "{}", "ci": "{} + CI", "tslrec": "{} + TSLRec"}
@@ -54,14 +52,8 @@ def run_tslrec(
     start = time.time()
     config = Config(model="TSLRec", dataset=dataset, config_file_list=config_file_list,
                     config_dict={**(config_dict or {}), "backbone": backbone})
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    train_data, valid_data, test_data = prepare_data(config)
     logger = getLogger()
-    logger.info(sys.argv)
-    logger.info(config)
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = data_preparation(config, data)
 
     name = config["backbone"]
     out: dict[str, Any] = {"valid": {}, "timings": {}, "llm_seconds_per_epoch": None,
@@ -100,10 +92,3 @@ def run_tslrec(
     return out
 
 
-def side_by_side(rows: dict[str, dict[str, float]]) -> str:
-    """A metric table, one row per variant, with RecBole's metric names as columns."""
-    metrics = list(next(iter(rows.values())))
-    return tabulate(
-        [[name] + [values[m] for m in metrics] for name, values in rows.items()],
-        headers=["model"] + metrics, floatfmt=".4f",
-    )

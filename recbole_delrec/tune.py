@@ -10,8 +10,8 @@
   prunes and the search algorithm learns on validation only; test metrics are reported once,
   at the end, and are never used to select.  The teacher is trained once in the driver and
   shared by every trial through its cache in ``checkpoint_dir``; a stage-1 soft prompt is
-  distilled by the first trial that needs it (under a file lock) and reused from the same
-  cache by the others with the same stage-1 settings.  At the end a ranked table
+  distilled by the first trial that needs it (the trainer holds a file lock while it does)
+  and reused from the same cache by the others with the same stage-1 settings.  At the end a ranked table
   (CSV, JSON), the best configuration (YAML for ``run_delrec.py --config_files``) and a
   plotly HTML plot are written to ``output_dir``.
 
@@ -215,8 +215,6 @@ def train_trial(params: dict[str, Any], model: str, dataset: str, base: dict[str
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     rec_model = get_model(model)(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], model)(config, rec_model)
-    trainer.saved_model_file = os.path.join(session.get_trial_dir(), f"{model}.pth")
-    _one_distillation_at_a_time(trainer)
     callback = _validation_reporter(trainer, session.report)
     best_score, best_result = trainer.fit(train_data, valid_data, verbose=False, saved=True,
                                           show_progress=config["show_progress"], callback_fn=callback)
@@ -243,41 +241,6 @@ def _set_threads() -> None:
 
     cpus = session.get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-
-
-def _one_distillation_at_a_time(trainer: Any) -> None:
-    """Stage 1 under a file lock per soft prompt (wrapped on this trainer instance only).
-
-    Trials that need the same soft prompt (same stage-1 settings) would otherwise distil it
-    concurrently; with the lock the first distils and caches it in ``checkpoint_dir``, the
-    others wait and reuse it.  Different soft prompts are still distilled in parallel.
-    """
-    from filelock import FileLock
-
-    prepare = getattr(trainer, "_prepare_soft_prompt", None)
-    if prepare is None:
-        return
-
-    def locked(dataset: Any) -> Any:
-        with FileLock(str(_stage1_lock(trainer, dataset))):
-            return prepare(dataset)
-
-    trainer._prepare_soft_prompt = locked
-
-
-def _stage1_lock(trainer: Any, dataset: Any) -> Path:
-    """The lock file of the soft prompt this trial needs (one lock for all, if unknown)."""
-    from recbole_delrec import trainer as trainer_module
-
-    config = trainer.config
-    try:
-        meta = trainer_module.soft_prompt_meta(config, dataset, trainer.model.llm_source)
-        name = Path(config["soft_prompt_path"] or trainer_module.soft_prompt_path(config, meta)).name
-    except (AttributeError, KeyError):
-        name = "stage1"
-    path = Path(config["checkpoint_dir"]) / "locks" / f"{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _validation_reporter(trainer: Any, report: Callable[[dict], None]) -> Callable[[int, float], None]:

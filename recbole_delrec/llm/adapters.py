@@ -33,7 +33,11 @@ def add_adalora(model: PreTrainedModel, options: Mapping[str, Any], total_step: 
     opts["tinit"] = min(int(opts.get("tinit", 0)), span // 3)
     opts["tfinal"] = min(int(opts.get("tfinal", 0)), span // 3)
     config = AdaLoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, total_step=span, **opts)
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        if "ranknum" in name:  # a constant divisor; PEFT's dtype cast can leave it trainable (bf16)
+            param.requires_grad_(False)
+    return peft_model
 
 
 def orthogonal_penalty(model: PeftModel) -> torch.Tensor | float:
