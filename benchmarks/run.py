@@ -6,7 +6,8 @@ Every ``--key=value`` after the script's own options goes to RecBole's Config, e
 with ``run_delrec.py``.  Records follow the project's format (metric, value, unit, device,
 date, command); a rerun replaces the file.  Metric keys: ``<name>.teacher.<metric>``,
 ``<name>.delrec.<metric>`` (test, same candidates), ``<name>.<stage>_seconds``,
-``<name>.total_seconds``, ``<name>.users`` and, when stage 1 ran, ``<name>.stage1.fidelity.*``.
+``<name>.total_seconds``, ``<name>.users``, with full ranking ``<name>.rerank_seconds``, and,
+when stage 1 ran, ``<name>.stage1.fidelity.*``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def records(name: str, result: dict, command: str, device: str) -> list[dict]:
     out += [record(key, value, "s") for key, value in result["timings"].items()]
     out += [record(f"stage1.fidelity.{key.split('_')[1]}", value)
             for key, value in (result.get("stage1_result") or {}).items() if key.startswith("fidelity_")]
+    out += [record(f"valid.epoch{epoch}.{metric}", value)
+            for epoch, values in enumerate(result.get("valid_history") or []) for metric, value in values.items()]
     out.append(record("users", result["test_users"]))
+    if result["eval_mode"] == "full":  # DELRec's test pass: K LLM candidate scorings per user
+        out.append(record("rerank_seconds", result["timings"]["test_seconds"], "s"))
     return out
 
 
@@ -44,12 +49,15 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="metric prefix and file name, e.g. ml100k.default")
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--device-name", default="cpu-2core")
+    parser.add_argument("--load", default=None, help="evaluate a finished run folder instead of training")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files, as run_delrec.py")
     args, rest = parser.parse_known_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     sys.argv = sys.argv[:1] + rest
     from recbole_delrec import run_delrec
 
-    result = run_delrec(model="DELRec", dataset=args.dataset)
+    files = args.config_files.split() if args.config_files else None
+    result = run_delrec(model="DELRec", dataset=args.dataset, config_file_list=files, load=args.load)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{args.name}.json"
     path.write_text(json.dumps(records(args.name, result, command, args.device_name), indent=1) + "\n")

@@ -69,6 +69,7 @@ def run_delrec(
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
+        "valid_history": trainer.valid_history,
         "test_result": test_result,
         "teacher_test_result": teacher_result,
         "stage1_result": getattr(trainer, "stage1_result", {}),

@@ -46,6 +46,7 @@ class DELRecTrainer(Trainer):
         self.timings: dict[str, float] = {}
         self.run: RunDirectory | None = None
         self._epoch_seconds: list[float] = []
+        self.valid_history: list[dict[str, float]] = []
         self._resume: dict | None = None
 
     def _build_optimizer(self, **kwargs):
@@ -95,6 +96,12 @@ class DELRecTrainer(Trainer):
         self._epoch_seconds.append(time.time() - start)
         self.timings["stage2_seconds_per_epoch"] = sum(self._epoch_seconds) / len(self._epoch_seconds)
         return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """RecBole's validation, remembered per epoch: how DELRec moves with more training."""
+        score, result = super()._valid_epoch(valid_data, show_progress)
+        self.valid_history.append({k: float(v) for k, v in result.items()})
+        return score, result
 
     def _reseed(self) -> None:
         init_seed(self.config["seed"] + self.config["local_rank"], self.config["reproducibility"])
@@ -256,7 +263,7 @@ class DELRecTrainer(Trainer):
 
 STAGE1_KEYS = ("seed", "teacher_model", "teacher_config", "teacher_checkpoint", "llm_path", "scratch_llm",
                "n_soft_tokens", "delrec_tasks", "stage1_epochs", "stage1_batch_size", "stage1_learning_rate",
-               "stage1_prefixes_per_user", "stage1_holdout_users", "teacher_topk", "ta_demo_length",
+               "stage1_prefixes_per_user", "stage1_max_examples", "stage1_holdout_users", "teacher_topk", "ta_demo_length",
                "ta_query_length", "rps_loss", "rps_temperature", "stage1_weighting", "n_candidates",
                "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_tokens", "domain")
 

@@ -46,6 +46,9 @@ class SoftPromptDistiller:
         holdout = self._holdout(users)
         train = [i for i, u in enumerate(users) if u not in holdout]
         test = [i for i, u in enumerate(users) if u in holdout]
+        cap = self.config["stage1_max_examples"]
+        if cap and len(train) > cap:  # a fixed CPU budget: a seeded sample of the training prefixes
+            train = sorted(self.rng.choice(train, cap, replace=False).tolist())
         examples = {task: self._examples(task, [users[i] for i in train], [sequences[i] for i in train])
                     for task in self.tasks}
         fidelity = self._examples("rps", [users[i] for i in test], [sequences[i] for i in test])
