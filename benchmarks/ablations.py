@@ -7,7 +7,8 @@
 each other variant is one run of ``benchmarks/run.py`` with the overrides below (the teacher
 comes from the cache, so only the soft prompt and stage 2 change).  Writes
 ``results/ml100k.ablation.json`` with ``ml100k.ablation.<variant>.hit@1`` (and hit@5,
-ndcg@5) records, and prints the markdown table for BENCHMARKS.md.
+ndcg@5) records and the default run's ``ml100k.stage1.fidelity.{random,distilled}``, and
+prints the markdown table for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def tabulate() -> str:
     rows.update({v: _metrics(f"ml100k.ablation.{v}", "delrec") for v in VARIANTS})
     records = [{**template, "metric": f"ml100k.ablation.{variant}.{metric}", "value": values[metric]}
                for variant, (values, template) in rows.items() for metric in METRICS]
+    default = json.loads((RESULTS / "ml100k.default.json").read_text())
+    records += [{**r, "metric": r["metric"].replace("ml100k.default.stage1.", "ml100k.stage1.")}
+                for r in default if ".stage1.fidelity." in r["metric"]]
     (RESULTS / "ml100k.ablation.json").write_text(json.dumps(records, indent=1) + "\n")
     lines = ["| variant | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     lines += [f"| {v} | " + " | ".join(f"{values[m]:.4f}" for m in METRICS) + " |" for v, (values, _) in rows.items()]

@@ -17,7 +17,8 @@ from tests.conftest import tiny_dict
 METRICS = {"hit@1", "hit@5", "ndcg@5", "mrr@5"}
 
 
-def test_run_delrec_end_to_end_prints_teacher_beside_delrec(saved_dir, caplog):
+def test_run_delrec_end_to_end_prints_teacher_beside_delrec(tmp_path):
+    saved_dir = tmp_path / "saved"  # empty: the first run trains the teacher, the second reuses it
     with hidden_command_line():
         result = run_delrec(config_dict=tiny_dict(saved_dir))
     assert METRICS <= set(result["test_result"]) and METRICS <= set(result["teacher_test_result"])
