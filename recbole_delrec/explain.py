@@ -55,7 +55,7 @@ def explain(model, test_data, user_token: str) -> Explanation:
     row = user_row(test_data, user_token)
     user, target = int(row[model.USER_ID][0]), int(row[model.POS_ITEM_ID][0])
     candidates = model.sampler.candidates(row[model.USER_ID], row[model.POS_ITEM_ID], row[model.ITEM_SEQ], "test")
-    shown = model._shuffled(candidates[0], user)
+    shown = model.prompt_order(candidates[0], user)
     history = model.histories(row)[0]
     prompt = model.prompts["lsr"].render(model.item_text.titles, history=history, candidates=shown.tolist())
     items = candidates[0]  # predict() shuffles these exactly as `shown`: the prompt above

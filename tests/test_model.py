@@ -31,7 +31,7 @@ def test_predict_prompt_lists_exactly_the_users_candidates(tiny_model, tiny_data
     rows = torch.nonzero(row_idx == 0).flatten()
     group = interaction[rows]
     items = group[tiny_model.POS_ITEM_ID]
-    shuffled = tiny_model._shuffled(items, int(group[tiny_model.USER_ID][0]))
+    shuffled = tiny_model.prompt_order(items, int(group[tiny_model.USER_ID][0]))
     assert sorted(shuffled.tolist()) == sorted(set(items.tolist()))
     assert shuffled.tolist() != list(dict.fromkeys(items.tolist()))  # positive is not kept first
 

@@ -139,7 +139,7 @@ class DELRec(SequentialRecommender):
         starts = _group_starts(interaction[self.USER_ID], interaction[self.ITEM_SEQ])
         items = interaction[self.POS_ITEM_ID].cpu()
         bounds = list(zip(starts, starts[1:] + [len(items)]))
-        groups = [self._shuffled(items[a:b], int(interaction[self.USER_ID][a])) for a, b in bounds]
+        groups = [self.prompt_order(items[a:b], int(interaction[self.USER_ID][a])) for a, b in bounds]
         width = max(len(g) for g in groups)
         candidates = torch.zeros(len(groups), width, dtype=torch.long)
         for row, group in enumerate(groups):
@@ -167,7 +167,8 @@ class DELRec(SequentialRecommender):
         base = teacher_scores.max(dim=1, keepdim=True).values + 1
         return teacher_scores.scatter(1, top, base + llm - llm.min(dim=1, keepdim=True).values)
 
-    def _shuffled(self, items: torch.Tensor, user: int) -> torch.Tensor:
+    def prompt_order(self, items: torch.Tensor, user: int) -> torch.Tensor:
+        """The distinct items in the order this user's prompt lists them (seeded by user)."""
         unique = torch.as_tensor(list(dict.fromkeys(items.tolist())), dtype=torch.long)
         perm = np.random.default_rng([self.seed, user]).permutation(len(unique))
         return unique[torch.as_tensor(perm)]
