@@ -67,7 +67,9 @@ class CandidateScorer:
     ) -> torch.Tensor:
         """``(B, C)`` mean log-likelihood of each candidate title given its prompt's states."""
         n_prompts, n_cand = candidates.shape
-        labels = self.labels.to(candidates.device)[candidates.reshape(-1)]
+        if self.labels.device != candidates.device:  # moved once, not copied every batch
+            self.labels = self.labels.to(candidates.device)
+        labels = self.labels[candidates.reshape(-1)]
         labels = labels[:, : int((labels != -100).sum(1).max())]
         shifted = labels[:, :-1].masked_fill(labels[:, :-1] == -100, self.pad_id)
         decoder_in = torch.cat([torch.full_like(labels[:, :1], self.pad_id), shifted], dim=1)
