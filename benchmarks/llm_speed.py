@@ -31,7 +31,7 @@ FLOP counting (model FLOPs, from the real, unpadded token counts of the batch)
 Forward, with d = d_model, f = d_ff, a = num_heads * d_kv, L layers, V = 32128:
 
 * encoder, per prompt of n tokens: 2 n L (4 d a + 3 d f)  [q k v o, gated FFN]  + 4 n^2 a L [QK^T, AV];
-* cross-attention keys/values, once per prompt (the scorer's cache): 2 n L (2 d a);
+* cross-attention keys/values, once per prompt (the scorer never repeats a prompt): 2 n L (2 d a);
 * decoder, per candidate of t tokens (title + </s>):
   2 t L (4 d a + 2 d a + 3 d f) + 2 t d V  [self q k v o, cross q o, FFN, lm_head]
   + L (4 t^2 a + 4 t n a)  [self and cross attention scores and mixing].
@@ -51,9 +51,9 @@ activation-activation matmuls need both operand gradients (2x forward).  So:
 
 MFU = model FLOPs / step time / measured matmul rate (f).  Padding, the recomputation of
 ``--gradient-checkpointing``, optimizer, loss and AdaLoRA bookkeeping count as zero useful FLOPs.
-Note: under gradient checkpointing HF drops ``past_key_values`` inside checkpointed layers in
-training mode, so the scorer's pre-filled cross-attention cache is not used in (a) and (b): keys
-and values are then projected once per candidate (same scores, more work).
+The scorer packs each prompt's candidate titles into one decoder row (block-diagonal causal
+mask), so its self-attention also computes the (masked) products between titles of one row:
+counted as zero useful FLOPs too (about 1% of a decoder layer's work at XL).
 
 ``--no-recbole``: RecBole is made unimportable for the run (as on a machine without it), titles
 and interactions are read from the ``ml-100k.item`` / ``ml-100k.inter`` files in

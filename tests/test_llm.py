@@ -6,18 +6,20 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from recbole_delrec.llm.backbone import load_backbone, train_tokenizer
-from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch, _mean_log_likelihood
+from recbole_delrec.llm.scoring import CandidateScorer, PackedTitles, PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.prompts import PromptIds
 
 TITLES = [[5], [6, 7, 8], [9, 10], [11, 12, 13, 14], [15], [16, 17]]
 
 
-def _tiny_t5() -> T5ForConditionalGeneration:
+def _tiny_t5(kernel: str = "sdpa") -> T5ForConditionalGeneration:
     torch.manual_seed(0)
     config = T5Config(vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2,
                       num_decoder_layers=2, dropout_rate=0.0, decoder_start_token_id=0)
-    return T5ForConditionalGeneration(config).eval()
+    model = T5ForConditionalGeneration(config).eval()
+    model.set_attn_implementation(kernel)
+    return model
 
 
 def test_soft_prompt_lands_exactly_at_the_placeholder():
@@ -39,8 +41,9 @@ def test_soft_prompt_refuses_a_wrong_number_of_positions():
         soft.splice(torch.zeros(1, 3, 4), mask)
 
 
-def test_batched_scoring_equals_scoring_each_candidate_alone():
-    model = _tiny_t5()
+@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+def test_batched_scoring_equals_scoring_each_candidate_alone(kernel):
+    model = _tiny_t5(kernel)
     scorer = CandidateScorer(TITLES, pad_id=0, eos_id=1)
     soft = SoftPrompt(2, 32)
     prompts = [PromptIds([3, 0, 0, 4, 20, 21, 1], 1), PromptIds([0, 0, 22, 1], 0)]
@@ -64,6 +67,58 @@ def _naive_score(model, scorer, states, mask, item) -> float:
     out = model(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
                 decoder_input_ids=decoder_in)
     return _mean_log_likelihood(out.logits, labels).item()
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_packed_training_matches_plain_t5_on_repeated_prompts(checkpointing):
+    """Loss and every gradient equal plain HF T5 run on C copies of each prompt."""
+    prompts = [PromptIds([3, 0, 0, 4, 20, 21, 1], 1), PromptIds([0, 0, 22, 1], 0)]
+    candidates = torch.tensor([[1, 2, 3], [4, 2, 0]])
+    scorer = CandidateScorer(TITLES, pad_id=0, eos_id=1)
+    batch = PromptBatch.collate(prompts, pad_id=0, n_soft=2)
+    packed_model, plain_model = _tiny_t5().train(), _tiny_t5().train()
+    if checkpointing:
+        packed_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    packed_soft, plain_soft = SoftPrompt(2, 32), SoftPrompt(2, 32)
+    plain_soft.load_state_dict(packed_soft.state_dict())
+
+    packed = scorer(packed_model, packed_soft, batch, candidates).logsumexp(1).sum()
+    packed.backward()
+    plain = _repeated_prompt_scores(plain_model, plain_soft, scorer, batch, candidates).logsumexp(1).sum()
+    plain.backward()
+
+    assert packed.item() == pytest.approx(plain.item(), abs=1e-5)
+    assert torch.allclose(packed_soft.weight.grad, plain_soft.weight.grad, atol=1e-5)
+    plain_grads = dict(plain_model.named_parameters())
+    for name, param in packed_model.named_parameters():
+        assert torch.allclose(param.grad, plain_grads[name].grad, atol=1e-5), name
+
+
+def _mean_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    valid = labels != -100
+    picked = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return ((picked - logits.logsumexp(-1)) * valid).sum(1) / valid.sum(1)
+
+
+def _repeated_prompt_scores(model, soft, scorer, batch, candidates) -> torch.Tensor:
+    """The plain way: each prompt repeated once per candidate, through ``model(...)``."""
+    n_cand = candidates.shape[1]
+    embeds = soft.splice(model.get_input_embeddings()(batch.input_ids), batch.soft_mask)
+    labels = scorer.labels[candidates.reshape(-1)]
+    labels = labels[:, : int((labels != -100).sum(1).max())]
+    decoder_in = torch.cat([torch.zeros_like(labels[:, :1]), labels[:, :-1].clamp(min=0)], dim=1)
+    out = model(inputs_embeds=embeds.repeat_interleave(n_cand, 0),
+                attention_mask=batch.attention_mask.repeat_interleave(n_cand, 0), decoder_input_ids=decoder_in)
+    return _mean_log_likelihood(out.logits, labels).view(candidates.shape)
+
+
+def test_packing_puts_each_title_behind_its_start_token_and_nothing_else():
+    packed = PackedTitles.pack(CandidateScorer(TITLES, 0, 1).labels, torch.tensor([[1, 4], [0, 2]]), pad_id=0)
+    assert packed.labels.tolist() == [[6, 7, 8, 1, 15, 1], [5, 1, 9, 10, 1, -100]]
+    assert packed.decoder_input_ids.tolist() == [[0, 6, 7, 8, 0, 15], [0, 5, 0, 9, 10, 0]]
+    assert packed.candidate.tolist() == [[0, 0, 0, 0, 1, 1], [2, 2, 3, 3, 3, -1]]
+    mask = packed.attention_mask("sdpa", torch.float32)[1, 0]
+    assert mask[3].tolist() == [False, False, True, True, False, False]  # 2nd title's 2nd token
 
 
 def test_llm_path_loads_a_saved_t5_through_from_pretrained(tmp_path):
