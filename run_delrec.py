@@ -8,6 +8,9 @@ Run folders: ``--load=<run dir>`` evaluates a finished run without training,
 user's prompt and DELRec's and the teacher's rankings.  ``--model=TSLRec --backbone=SASRec``
 runs the second model (plain backbone, CI variant and TSLRec side by side).
 
+``--nproc=N`` trains with N processes under RecBole's distributed mode (DDP: one GPU each,
+or gloo on the CPU); ``--world_size``, ``--ip``, ``--port``, ``--group_offset`` span machines.
+
 With ``--tune=<space file>`` it runs a Ray Tune sweep instead (see docs/tuning.md); the other
 ``--key=value`` overrides then apply to every trial.
 """
@@ -27,6 +30,12 @@ def main() -> None:
     parser.add_argument("--resume", default=None, help="continue an interrupted run folder")
     parser.add_argument("--explain", default=None, help="a user id (atomic-file token) to explain")
     parser.add_argument("--backbone", default="SASRec", help="TSLRec: the RecBole backbone to enhance")
+    ddp = parser.add_argument_group("distributed training (RecBole's options; one process per GPU)")
+    ddp.add_argument("--nproc", type=int, default=1, help="processes on this machine")
+    ddp.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
+    ddp.add_argument("--ip", default="localhost", help="address of the machine of rank 0")
+    ddp.add_argument("--port", default="5678", help="a free port on that machine")
+    ddp.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     sweep = parser.add_argument_group("hyper-parameter sweep (only with --tune)")
     sweep.add_argument("--tune", default=None, help="search space file (RecBole's hyper-parameter format)")
     sweep.add_argument("--samples", type=int, default=None, help="trials (default 10; grid: grid repeats, default 1)")
@@ -47,7 +56,8 @@ def main() -> None:
         run_tslrec(dataset=args.dataset, backbone=args.backbone, config_file_list=files)
     else:
         run_delrec(model=args.model, dataset=args.dataset, config_file_list=files,
-                   load=args.load, resume=args.resume, explain=args.explain)
+                   load=args.load, resume=args.resume, explain=args.explain, nproc=args.nproc,
+                   world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
 
 
 def tune(args: argparse.Namespace, files, rest) -> None:

@@ -1,4 +1,4 @@
-"""The one place that mends RecBole 1.2.1 where it is broken for us on current torch.
+"""The one place that mends RecBole 1.2.1 where it is broken for us (current torch, CPUs).
 
 * Importing ``recbole.model.sequential_recommender`` imports SINE, whose module runs
   ``torch.autograd.set_detect_anomaly(True)`` for the whole process: every backward pass then
@@ -10,17 +10,28 @@
   loading pickles blindly, RecBole's ``Trainer._save_checkpoint`` is replaced by one that
   stores the config as plain values (torch's default protocol), so every checkpoint RecBole
   writes from now on loads with ``weights_only=True``.
+* RecBole's distributed mode (``nproc``/``world_size``) hard-codes NCCL and CUDA, and its DDP
+  wrapper passes ``device_ids`` even for a model on the CPU, which DDP refuses; ``use_gpu`` is
+  not read at all.  ``Config._init_device`` and ``AbstractTrainer.__init__`` are replaced by
+  RecBole's own logic with those three points mended: ``use_gpu: False`` means the CPU, the
+  backend is NCCL on GPUs and gloo on CPUs (or the ``backend`` key), and DDP gets
+  ``device_ids`` only for a model on a GPU.
 """
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from typing import Any
 
 import recbole.model.sequential_recommender  # noqa: F401  (the import that turns anomaly mode on)
 import torch
+import torch.distributed as dist
+from recbole.config import Config
 from recbole.trainer import Trainer
+from recbole.trainer.trainer import AbstractTrainer
 from recbole.utils import set_color
+from torch.nn.parallel import DistributedDataParallel
 
 
 def plain(value: Any) -> Any:
@@ -55,7 +66,45 @@ def _save_checkpoint(self: Trainer, epoch: int, verbose: bool = True, **kwargs: 
         self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
 
+def _init_device(self: Config) -> None:
+    """RecBole's device set-up, honouring ``use_gpu`` and running distributed on CPUs too."""
+    values = self.final_config_dict
+    gpu_id = values["gpu_id"]
+    values["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
+    os.environ["CUDA_VISIBLE_DEVICES"] = values["gpu_id"]
+    use_cuda = bool(values.get("use_gpu", True)) and len(values["gpu_id"]) > 0 and torch.cuda.is_available()
+    if "local_rank" not in values:
+        values.update(single_spec=True, local_rank=0, device=torch.device("cuda" if use_cuda else "cpu"))
+        return
+    rank = values["local_rank"]
+    if use_cuda and len(values["gpu_id"].split(",")) < values["nproc"]:
+        raise ValueError(f"nproc={values['nproc']} processes need as many GPUs in gpu_id (got '{values['gpu_id']}').")
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend=values.get("backend") or ("nccl" if use_cuda else "gloo"),
+            rank=rank + values.get("offset", 0), world_size=values["world_size"],
+            init_method=f"tcp://{values['ip']}:{values['port']}",
+        )
+    values.update(single_spec=False, device=torch.device("cuda", rank) if use_cuda else torch.device("cpu"))
+    if use_cuda:
+        torch.cuda.set_device(rank)
+    if rank != 0:
+        values.update(state="error", show_progress=False, verbose=False)
+
+
+def _trainer_init(self: AbstractTrainer, config: Config, model: torch.nn.Module) -> None:
+    """RecBole's ``AbstractTrainer.__init__``; DDP gets ``device_ids`` only for a GPU model."""
+    self.config = config
+    self.model = model
+    if not config["single_spec"]:
+        self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        on_gpu = next(model.parameters()).device.type == "cuda"
+        self.distributed_model = DistributedDataParallel(self.model, device_ids=[config["local_rank"]] if on_gpu else None)
+
+
 def apply() -> None:
-    """Apply both fixes; safe to call more than once."""
+    """Apply the fixes; safe to call more than once."""
     torch.autograd.set_detect_anomaly(False)
     Trainer._save_checkpoint = _save_checkpoint
+    Config._init_device = _init_device
+    AbstractTrainer.__init__ = _trainer_init

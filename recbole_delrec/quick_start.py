@@ -35,8 +35,24 @@ def run_delrec(
     load: str | None = None,
     resume: str | None = None,
     explain: str | None = None,
+    nproc: int = 1,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str = "5678",
+    group_offset: int = 0,
 ) -> dict[str, Any]:
-    """Train (or ``load``/``resume``) and test DELRec, and test the teacher on the same candidates."""
+    """Train (or ``load``/``resume``) and test DELRec, and test the teacher on the same candidates.
+
+    ``nproc``/``world_size``/``ip``/``port``/``group_offset`` are RecBole's distributed options
+    (its ``run``): ``nproc`` processes on this machine, ``world_size`` in all, rank 0's result
+    returned.  Each process uses one GPU of ``gpu_id`` (NCCL), or the CPU (gloo).
+    """
+    if (nproc > 1 or world_size > 0) and "local_rank" not in (config_dict or {}):
+        distributed_values = {"world_size": world_size if world_size > 0 else nproc, "ip": ip, "port": port,
+                              "nproc": nproc, "offset": group_offset}
+        run_kwargs = dict(model=model, dataset=dataset, config_file_list=config_file_list, saved=saved,
+                          load=load, resume=resume, explain=explain)
+        return _spawn(nproc, {**(config_dict or {}), **distributed_values}, run_kwargs)
     start = time.time()
     config_dict = dict(config_dict or {})
     if load:
@@ -70,6 +86,7 @@ def run_delrec(
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "valid_history": trainer.valid_history,
+        "loss_history": trainer.loss_history,
         "test_result": test_result,
         "teacher_test_result": teacher_result,
         "stage1_result": getattr(trainer, "stage1_result", {}),
@@ -84,6 +101,21 @@ def run_delrec(
         result["explanation"] = explain_user(rec_model, test_data, str(explain)).render(rec_model.item_text.titles)
         logger.info("\n" + result["explanation"])
     return result
+
+
+def _spawn(nproc: int, config_dict: dict[str, Any], run_kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """RecBole's ``run``: ``nproc`` spawned processes of :func:`run_delrec`, rank 0's result back."""
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_run_rank, args=(config_dict, run_kwargs, queue), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def _run_rank(rank: int, config_dict: dict[str, Any], run_kwargs: dict[str, Any], queue) -> None:
+    result = run_delrec(config_dict={**config_dict, "local_rank": rank}, **run_kwargs)
+    if rank == 0:
+        queue.put(result)
 
 
 def prepare_data(config: Config):

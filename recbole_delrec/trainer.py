@@ -15,7 +15,7 @@ What it changes in RecBole's loop, each through one of RecBole's own hooks:
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
+from recbole_delrec import distributed
 from recbole_delrec.artifacts import fingerprint, load_tensors, save_tensors
 from recbole_delrec.distill import SoftPromptDistiller
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
@@ -47,6 +48,7 @@ class DELRecTrainer(Trainer):
         self.run: RunDirectory | None = None
         self._epoch_seconds: list[float] = []
         self.valid_history: list[dict[str, float]] = []
+        self.loss_history: list[float] = []  # mean stage-2 training loss per epoch
         self._resume: dict | None = None
 
     def _build_optimizer(self, **kwargs):
@@ -60,17 +62,20 @@ class DELRecTrainer(Trainer):
 
     # ------------------------------------------------------------------ training
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if self.run is None:
-            self.run = RunDirectory.create(self.config, self.delrec.llm_source)
+        if self.run is None:  # rank 0 makes the folder, every rank uses it
+            created = RunDirectory.create(self.config, self.delrec.llm_source).path if self._writes else None
+            self.run = RunDirectory(distributed.from_rank0(created))
         self.saved_model_file = str(self.run.best)
         start = time.time()
         if self.model.teacher is None:
             self.model.attach_teacher(load_or_train_teacher(self.config, train_data, valid_data))
-        save_tensors({"state_dict": self.model.teacher.state_dict()}, self.run.teacher)
+        if self._writes:
+            save_tensors({"state_dict": self.model.teacher.state_dict()}, self.run.teacher)
         self.timings["teacher_seconds"] = time.time() - start
         start = time.time()
         self._reseed()  # later stages must not depend on whether earlier ones were cached
         self.stage1_result = self._prepare_soft_prompt(train_data._dataset)
+        distributed.check_synchronised(self.delrec.soft_prompt.state_dict(), "The stage-1 soft prompt")
         self.timings["stage1_seconds"] = time.time() - start
         if self.stage == "1":
             return self.stage1_result.get("fidelity_distilled", -1), self.stage1_result
@@ -86,13 +91,21 @@ class DELRecTrainer(Trainer):
         start = time.time()
         result = super().fit(stage2, valid_data, verbose, saved, show_progress, self._after_validation(stage2, callback_fn))
         self.timings["stage2_seconds"] = time.time() - start
+        distributed.check_synchronised(self.delrec.trainable_state_dict(), "DELRec's trained weights")
         self.export()
+        distributed.barrier()  # rank 0's last checkpoint and export are on disk for every rank
         return result
+
+    @property
+    def _writes(self) -> bool:
+        """Only one process writes run files: the single one, or rank 0 of a distributed run."""
+        return self.config["local_rank"] == 0
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         """RecBole's epoch, timed: the LLM's training time per epoch is a reported figure."""
         start = time.time()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        self.loss_history.append(float(loss) / len(train_data))
         self._epoch_seconds.append(time.time() - start)
         self.timings["stage2_seconds_per_epoch"] = sum(self._epoch_seconds) / len(self._epoch_seconds)
         return loss
@@ -115,14 +128,15 @@ class DELRecTrainer(Trainer):
     def _after_validation(self, loader, callback_fn):
         """Save the resumable state after every validation, then call the user's callback."""
         def callback(epoch_idx: int, valid_score: float) -> None:
-            save_tensors(self._training_state(epoch_idx, loader), self.run.last)
+            if self._writes:
+                save_tensors(self._training_state(epoch_idx, loader), self.run.last)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
         return callback
 
     def export(self) -> None:
         """The run's adapter as a PEFT folder, and the scratch LLM it belongs to."""
-        if self.config["local_rank"] != 0 or not self.run.best.is_file():
+        if not self._writes or not self.run.best.is_file():
             return
         self.load_checkpoint(self.run.best)
         self.run.save_adapter(self.delrec.llm)
@@ -144,12 +158,14 @@ class DELRecTrainer(Trainer):
         meta = soft_prompt_meta(config, dataset, self.model.llm_source)
         path = Path(config["soft_prompt_path"] or soft_prompt_path(config, meta))
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{path}.lock"):  # parallel runs with the same settings distil it once
+        # Parallel runs with the same settings distil it once; in a distributed run rank 0 holds
+        # the lock for all its ranks (they distil together, and rank 0 writes).
+        with FileLock(f"{path}.lock") if self._writes else nullcontext():
             return self._load_or_distil(path, meta, dataset)
 
     def _load_or_distil(self, path: Path, meta: dict, dataset) -> dict:
         prompt, config = self.model.soft_prompt, self.config
-        if path.is_file():
+        if distributed.from_rank0(path.is_file()):
             stored = prompt.load(path, meta)
             self.logger.info(set_color("Stage 1", "green") + f": reusing soft prompt {path}")
             return stored.get("result", {})
@@ -164,7 +180,8 @@ class DELRecTrainer(Trainer):
                 f"first (stage: 1 or all) or set soft_prompt_path."
             )
         result = SoftPromptDistiller(self.model, config).fit(dataset)
-        prompt.save(path, {**meta, "result": result})
+        if self._writes:
+            prompt.save(path, {**meta, "result": result})
         self.logger.info(set_color("Stage 1", "green") + f": saved soft prompt {path} ({result})")
         return result
 
@@ -262,7 +279,7 @@ class DELRecTrainer(Trainer):
 
 
 STAGE1_KEYS = ("seed", "teacher_model", "teacher_config", "teacher_checkpoint", "llm_path", "scratch_llm",
-               "n_soft_tokens", "delrec_tasks", "stage1_epochs", "stage1_batch_size", "stage1_learning_rate",
+               "n_soft_tokens", "delrec_tasks", "stage1_epochs", "stage1_batch_size", "stage1_bucket_window", "stage1_learning_rate",
                "stage1_prefixes_per_user", "stage1_max_examples", "stage1_holdout_users", "teacher_topk", "ta_demo_length",
                "ta_query_length", "rps_loss", "rps_temperature", "stage1_weighting", "n_candidates",
                "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_tokens", "domain")

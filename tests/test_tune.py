@@ -149,11 +149,13 @@ def test_cli_tune_flags_become_sweep_arguments_and_overrides_a_config_dict(monke
     assert calls["space_file"] == "x.hyper" and calls["samples"] == 4 and calls["search"] == "grid"
     assert calls["scheduler"] == "fifo" and calls["cpus_per_trial"] == 2 and calls["ray_address"] == "auto"
     assert calls["config_dict"] == {"epochs": 3, "learning_rate": 0.01}
-    monkeypatch.setattr(sys, "argv", ["run_delrec.py", "--dataset=ml-100k", "--epochs=3"])
+    monkeypatch.setattr(sys, "argv", ["run_delrec.py", "--dataset=ml-100k", "--epochs=3", "--nproc=2"])
     calls.clear()
     cli.main()
     assert calls == {"single": {"model": "DELRec", "dataset": "ml-100k", "config_file_list": None,
-                                "load": None, "resume": None, "explain": None}}
+                                "load": None, "resume": None, "explain": None, "nproc": 2, "world_size": -1,
+                                "ip": "localhost", "port": "5678", "group_offset": 0}}
+    assert sys.argv == ["run_delrec.py", "--epochs=3"]  # what RecBole's Config reads itself
 
 
 # ----------------------------------------------------------------------- a real sweep

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from recbole.utils import set_color
 from tqdm import tqdm
 
+from recbole_delrec import distributed
+from recbole_delrec.batching import bucketed_batches, padding_share
 from recbole_delrec.distill.examples import RPSExample, TAExample, rps_examples, ta_examples
 from recbole_delrec.distill.weighting import task_weights
 from recbole_delrec.prefixes import latest_prefix_rows
@@ -37,6 +39,7 @@ class SoftPromptDistiller:
             raise ValueError(f"delrec_tasks {sorted(unknown)} unknown: use a subset of {list(TASK_NAMES)}.")
         self.model, self.config, self.tasks = model, config, tasks
         self.rng = np.random.default_rng(config["seed"] + 1)
+        self.padding: dict[str, float] = {}
         self.logger = getLogger()
 
     # ------------------------------------------------------------------ data
@@ -87,16 +90,25 @@ class SoftPromptDistiller:
     def fidelity(self, examples: Sequence[RPSExample]) -> float:
         """Share of held-out prompts whose LLM top-1 is the teacher's top-1."""
         self.model.eval()
-        hits = 0
-        for batch in _batches(examples, self.config["stage1_batch_size"] * 2):
-            predicted = self.scores("rps", batch).argmax(dim=1).cpu()
+        hits, size = 0, self.config["stage1_batch_size"] * 2
+        mine = distributed.share(examples)  # each rank scores its share; the counts are summed
+        order = np.argsort(self.prompt_lengths("rps", mine), kind="stable")  # little padding
+        for start in range(0, len(order), size):
+            batch = [mine[i] for i in order[start : start + size]]
+            with self._autocast():
+                predicted = self.scores("rps", batch).argmax(dim=1).cpu()
             hits += int((predicted == torch.as_tensor([e.target for e in batch])).sum())
-        return hits / max(1, len(examples))
+        return distributed.total(hits) / max(1, len(examples))
+
+    def _autocast(self):
+        """RecBole's ``enable_amp``: autocast to the device's half type, as in stage 2."""
+        return torch.autocast(device_type=self.model.device.type, enabled=bool(self.config["enable_amp"]))
 
     # ------------------------------------------------------------------ training
     def fit(self, dataset) -> dict[str, float]:
         """Train the soft prompt; returns fidelity before (random prompt) and after."""
         examples, holdout = self.build(dataset)
+        lengths = {task: self.prompt_lengths(task, items) for task, items in examples.items()}
         prompt = self.model.soft_prompt
         before = self.fidelity(holdout)
         best, best_state = before, copy.deepcopy(prompt.state_dict())
@@ -104,8 +116,10 @@ class SoftPromptDistiller:
                          f"examples, {len(holdout)} held-out prompts, fidelity with a random soft prompt {before:.4f}")
         prompt.requires_grad_(True)
         optimizer = torch.optim.Adam(prompt.parameters(), lr=self.config["stage1_learning_rate"])
+        # RecBole's enable_scaler (fp16 on CUDA only, as RecBole's Trainer does it)
+        scaler = torch.amp.GradScaler(enabled=torch.cuda.is_available() and bool(self.config["enable_scaler"]))
         for epoch in range(self.config["stage1_epochs"]):
-            losses = self._epoch(examples, optimizer, epoch)
+            losses = self._epoch(examples, lengths, optimizer, scaler, epoch)
             fidelity = self.fidelity(holdout)
             self.logger.info(set_color("Stage 1", "green") + f": epoch {epoch} {losses} fidelity {fidelity:.4f}")
             if fidelity > best:
@@ -114,32 +128,57 @@ class SoftPromptDistiller:
         prompt.requires_grad_(False)
         return {"fidelity_random": before, "fidelity_distilled": best}
 
-    def _epoch(self, examples: dict[str, list], optimizer, epoch: int) -> str:
+    def prompt_lengths(self, task: str, examples: Sequence) -> list[int]:
+        """Token length of each example's prompt (what its batch is padded to)."""
+        return [len(self.model.prompts[task].build(**_slots(example)).input_ids) for example in examples]
+
+    def _streams(self, examples: dict[str, list], lengths: dict[str, list[int]]) -> dict[str, list[list]]:
+        """Each task's batches for one epoch, bucketed by prompt length (``stage1_bucket_window``)."""
+        size, window = self.config["stage1_batch_size"], self.config["stage1_bucket_window"]
+        streams = {}
+        for task, items in examples.items():
+            batches = bucketed_batches(lengths[task], size, window, self.rng)
+            self.padding[task] = padding_share(lengths[task], batches)
+            streams[task] = [[items[i] for i in batch] for batch in batches]
+        return streams
+
+    def _epoch(self, examples: dict[str, list], lengths: dict[str, list[int]], optimizer, scaler, epoch: int) -> str:
         self.model.train()
-        size = self.config["stage1_batch_size"]
-        streams = {t: list(_batches([v[i] for i in self.rng.permutation(len(v))], size)) for t, v in examples.items()}
+        streams = self._streams(examples, lengths)
         steps = max(len(s) for s in streams.values())
         totals = {t: 0.0 for t in streams}
         bar = tqdm(range(steps), ncols=100, desc=set_color(f"Stage 1 {epoch:>3}", "pink"),
                    disable=not self.config["show_progress"])
         for step in bar:
             batch = {t: s[step % len(s)] for t, s in streams.items()}
-            for task, value in self.step(batch, optimizer).items():
+            for task, value in self.step(batch, optimizer, scaler).items():
                 totals[task] += value / steps
-        return ", ".join(f"{t} loss {v:.4f}" for t, v in totals.items())
+        return ", ".join(f"{t} loss {v:.4f} (padding {self.padding[t]:.1%})" for t, v in totals.items())
 
-    def step(self, batch: dict[str, Sequence], optimizer) -> dict[str, float]:
-        """One weighted update of the soft prompt from each task's batch."""
+    def step(self, batch: dict[str, Sequence], optimizer, scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+        """One weighted update of the soft prompt from each task's batch (on every rank).
+
+        Each rank computes its share of the batch; gradients and losses are averaged over ranks
+        before the task weights are taken, so every rank makes the same update.  The weights are
+        normalised, so a gradient scaler's factor cancels in them; ``scaler.step`` unscales.
+        """
+        scaler = scaler or torch.amp.GradScaler(enabled=False)
         weight = self.model.soft_prompt.weight
         losses, grads = {}, {}
         for task, examples in batch.items():
-            loss = self.loss(task, examples)
-            grads[task] = torch.autograd.grad(loss, weight)[0]
-            losses[task] = loss.item()
+            mine = distributed.share(examples)
+            loss, grad = torch.zeros((), device=weight.device), torch.zeros_like(weight)
+            if mine:
+                with self._autocast():
+                    loss = self.loss(task, mine)
+                grad = torch.autograd.grad(scaler.scale(loss), weight)[0]
+            grads[task] = distributed.weighted_mean(grad, len(mine))
+            losses[task] = distributed.weighted_mean(loss.detach().float(), len(mine)).item()
         weights = task_weights(grads, self.config["stage1_weighting"])
         optimizer.zero_grad()
         weight.grad = sum(weights[t] * grads[t] for t in grads)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         self.last_weights = weights
         return losses
 
@@ -160,8 +199,3 @@ def _slots(example) -> dict:
                 "demo_answer": example.demo_answer, "query_history": example.query_history,
                 "query_prediction": example.query_prediction, "candidates": example.candidates}
     return {"history": example.history, "candidates": example.candidates}
-
-
-def _batches(items: Sequence, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
