@@ -114,6 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=list(DTYPES), help="default: bf16 on cuda, fp32 on cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder and decoder stacks (dynamic shapes); warm-up includes compiling")
     parser.add_argument("--out", type=Path, help="write the JSON records here")
     parser.add_argument("--device-name", help="slug in metric keys (default: cpu-<N>core, or from the GPU's name)")
     parser.add_argument("--no-recbole", action="store_true", help="never import RecBole (needs --ml100k-dir)")
@@ -496,6 +498,9 @@ def run_size(size: str, product, data, settings, args, device, peak_tflops: floa
     model = build_model(size, dtype, device)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.compile:
+        model.get_encoder().compile(dynamic=True)
+        model.get_decoder().compile(dynamic=True)
     params = sum(p.numel() for p in model.parameters())
     soft_prompt = product.SoftPrompt.from_vocabulary(
         settings["n_soft_tokens"], model.get_input_embeddings().weight, args.seed
@@ -543,7 +548,7 @@ def records(results: dict, peak: float, stats: dict, args, n_users: int) -> list
     for name, value in stats.items():
         add(f"ml100k.t5.{name.replace('_', '_tokens_')}", value, "tokens")
     for size, r in results.items():
-        key = f"{size}.{args.device_name}."
+        key = f"{size}.{args.device_name}{variant_suffix(args)}."
         add(key + "matmul_peak_tflops", peak, f"TFLOP/s ({args.dtype})")
         for stage in ("stage1", "stage2"):
             add(key + f"{stage}.mfu", r[stage]["mfu"])
@@ -558,6 +563,12 @@ def records(results: dict, peak: float, stats: dict, args, n_users: int) -> list
         add(key + "scoring.peak_gib", s["peak_gib"], "GiB")
         add(key + "test_scoring_seconds", s["test_seconds"], f"s (extrapolated: {n_users} users x 20 candidates)")
     return out
+
+
+def variant_suffix(args) -> str:
+    """Options that change what is measured go into the metric keys (``xl.h100.gc.stage2.peak_gib``)."""
+    return ("." + ".".join(name for name, on in (("gc", args.gradient_checkpointing), ("compile", args.compile)) if on)
+            if args.gradient_checkpointing or args.compile else "")
 
 
 def table(results: dict, peak: float, args) -> str:
@@ -598,7 +609,7 @@ def main(argv=None) -> int:
     product = import_product(args.no_recbole)
     device = torch.device(args.device)
     args.device_name = args.device_name or device_slug(device)
-    args.warmup = 2 if device.type == "cuda" else 1
+    args.warmup = 2 if device.type == "cuda" or args.compile else 1
     settings = product_settings()
     titles, sequences = load_ml100k(ml100k_dir(args), product.normalize_title)
     data = build_prompts(product, load_tokenizer(args.spiece), titles, sequences, settings, args.seed)
@@ -610,7 +621,8 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}; "
           f"device {args.device_name} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"{args.dtype}, batch {args.batch} x {settings['n_candidates']} candidates, repeats {args.repeats}, "
-          f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}", flush=True)
+          f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, "
+          f"torch.compile {'on' if args.compile else 'off'}", flush=True)
     print(f"ML-100K: {len(sequences)} users, {len(titles) - 1} items; prompt tokens mean {stats['prompt_mean']:.1f} "
           f"max {stats['prompt_max']} (incl. {settings['n_soft_tokens']} soft); title tokens mean "
           f"{stats['title_mean']:.1f} max {stats['title_max']}"
