@@ -1,9 +1,12 @@
 """DELRec inside RecBole: grouping in predict, training updates, AdaLoRA, clean candidates."""
 
 import numpy as np
+import pytest
 import torch
+from recbole.utils import init_seed
 
 from recbole_delrec.llm.adapters import ADAPTER_TAGS
+from recbole_delrec.model.delrec import DELRec
 from recbole_delrec.trainer import DELRecTrainer
 
 
@@ -78,3 +81,25 @@ def test_checkpoint_holds_trainable_weights_only(tiny_model, tiny_data, tmp_path
     assert "soft_prompt.weight" in saved
     assert all(k.startswith("soft_prompt") or any(tag in k for tag in ADAPTER_TAGS) for k in saved)
     assert sum(v.numel() for v in saved.values()) < sum(p.numel() for p in tiny_model.parameters()) / 2
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_adapter_gradients(tiny_data):
+    """The option trades time for memory only: AdaLoRA through PEFT, recomputed in backward."""
+    config, train, _, _ = tiny_data
+    batch = _first_batch(train)
+    grads = []
+    for checkpointing in (False, True):
+        config["gradient_checkpointing"] = checkpointing
+        init_seed(config["seed"], config["reproducibility"])
+        model = DELRec(config, train._dataset).train()
+        assert model.llm.get_base_model().is_gradient_checkpointing == checkpointing
+        init_seed(config["seed"], config["reproducibility"])
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        grads.append((loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    config["gradient_checkpointing"] = False
+    (plain_loss, plain), (ckpt_loss, ckpt) = grads
+    assert ckpt_loss == pytest.approx(plain_loss, abs=1e-6)
+    assert plain.keys() == ckpt.keys() and any("lora_A" in n for n in plain)
+    for name, grad in plain.items():
+        assert torch.allclose(grad, ckpt[name], atol=1e-6), name
