@@ -24,6 +24,7 @@ VARIANTS = {
     "rps_only": ["--delrec_tasks=['rps']"],
     "no_distill": ["--delrec_tasks=[]"],
     "no_soft_prompt": ["--n_soft_tokens=0"],
+    "rps_kl": ["--rps_loss=kl"],
 }
 METRICS = ("hit@1", "hit@5", "ndcg@5")
 
