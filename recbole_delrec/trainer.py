@@ -63,7 +63,7 @@ class DELRecTrainer(Trainer):
     # ------------------------------------------------------------------ training
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if self.run is None:  # rank 0 makes the folder, every rank uses it
-            created = RunDirectory.create(self.config, self.delrec.llm_source).path if self._writes else None
+            created = RunDirectory.create(self.config, self.delrec.llm_source).path if distributed.rank() == 0 else None
             self.run = RunDirectory(distributed.from_rank0(created))
         self.saved_model_file = str(self.run.best)
         start = time.time()
@@ -98,7 +98,11 @@ class DELRecTrainer(Trainer):
 
     @property
     def _writes(self) -> bool:
-        """Only one process writes run files: the single one, or rank 0 of a distributed run."""
+        """One process per machine writes run files (RecBole's rule: ``local_rank`` 0).
+
+        Runs over several machines need ``checkpoint_dir`` on a file system they share: the
+        writers then write the same (synchronised) tensors, atomically.
+        """
         return self.config["local_rank"] == 0
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
