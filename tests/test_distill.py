@@ -46,15 +46,22 @@ def test_examples_are_correct_by_construction(distiller, tiny_data):
     assert {e.user for e in holdout}.isdisjoint({e.user for e in examples["rps"]})
 
 
-def test_a_stage1_step_moves_the_soft_prompt_and_nothing_else(distiller, tiny_data):
+@pytest.mark.parametrize("amp", [False, True])
+def test_a_stage1_step_moves_the_soft_prompt_and_nothing_else(distiller, tiny_data, amp):
+    """Also under RecBole's ``enable_amp`` (autocast to bfloat16 on the CPU)."""
+    config = tiny_data[0]
+    config["enable_amp"] = amp
     model = distiller.model
     examples, _ = distiller.build(tiny_data[1]._dataset)
     llm_before = {k: v.clone() for k, v in model.llm.state_dict().items()}
     prompt_before = model.soft_prompt.weight.detach().clone()
     model.soft_prompt.requires_grad_(True)
     optimizer = torch.optim.Adam(model.soft_prompt.parameters(), lr=0.05)
-    distiller.step({task: items[:4] for task, items in examples.items()}, optimizer)
+    losses = distiller.step({task: items[:4] for task, items in examples.items()}, optimizer)
+    config["enable_amp"] = False
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     assert not torch.equal(prompt_before, model.soft_prompt.weight.detach())
+    assert model.soft_prompt.weight.dtype == torch.float32
     for key, value in model.llm.state_dict().items():
         assert torch.equal(llm_before[key], value), key
     assert set(distiller.last_weights) == {"ta", "rps"}
@@ -82,3 +89,25 @@ def test_stage2_alone_without_a_soft_prompt_says_what_to_do(tmp_path):
     values = tiny_dict(tmp_path / "fresh", stage=2, seed=11)
     with hidden_command_line(), pytest.raises(ValueError, match="stage: 2 needs"):
         run_delrec(config_dict=values)
+
+
+def test_stage1_gradient_is_the_same_with_gradient_checkpointing(distiller, tiny_data):
+    """The backward recomputes the forward with the adapters still off (stage 1's LLM)."""
+    model = distiller.model
+    examples, _ = distiller.build(tiny_data[1]._dataset)
+    batch = {task: items[:4] for task, items in examples.items()}
+    model.soft_prompt.requires_grad_(True)
+    model.train()
+    steps = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.llm.get_base_model().gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        start = model.soft_prompt.weight.detach().clone()
+        optimizer = torch.optim.SGD(model.soft_prompt.parameters(), lr=1.0)
+        distiller.step(batch, optimizer)
+        steps.append(model.soft_prompt.weight.detach() - start)
+        model.soft_prompt.weight.data.copy_(start)
+    model.llm.get_base_model().gradient_checkpointing_disable()
+    assert steps[0].abs().sum() > 0
+    assert torch.allclose(steps[0], steps[1], atol=1e-6)

@@ -31,6 +31,16 @@ def test_run_delrec_end_to_end_prints_teacher_beside_delrec(tmp_path):
     assert again["teacher_test_result"] == result["teacher_test_result"]  # same candidates, same teacher
 
 
+def test_speed_options_together_run_both_stages(tmp_path):
+    """RecBole's autocast, gradient checkpointing (recomputed backward) and the eager kernel."""
+    options = {"enable_amp": True, "gradient_checkpointing": True, "llm_attention": "eager"}
+    with hidden_command_line():  # an empty checkpoint folder: stage 1 runs under these options
+        result = run_delrec(config_dict=tiny_dict(tmp_path, **options))
+    assert result["stage1_result"]["fidelity_distilled"] >= result["stage1_result"]["fidelity_random"]
+    assert METRICS <= set(result["test_result"])
+    assert all(torch.isfinite(torch.tensor(v)) for v in [*result["test_result"].values(), *result["loss_history"]])
+
+
 def test_recbole_run_recbole_knows_delrec(saved_dir):
     with hidden_command_line():
         result = run_recbole(model="DELRec", dataset="ml-100k", config_dict=tiny_dict(saved_dir))

@@ -71,11 +71,18 @@ class SoftPromptDistiller:
 
     # ------------------------------------------------------------------ scoring
     def scores(self, task: str, batch: Sequence) -> torch.Tensor:
-        """LLM candidate scores for a batch of examples, adapters off."""
+        """LLM candidate scores for a batch of examples (call inside :meth:`frozen_llm`)."""
         slots = [_slots(example) for example in batch]
         candidates = torch.as_tensor([example.candidates for example in batch])
-        with self.model.llm.disable_adapter():
-            return self.model.score_prompts(task, slots, candidates)
+        return self.model.score_prompts(task, slots, candidates)
+
+    def frozen_llm(self):
+        """The LLM as stage 1 sees it: adapters off, for the forward *and* the backward.
+
+        Under gradient checkpointing the backward recomputes the forward, so it must run in
+        the same context (else the recomputation would run the adapters).
+        """
+        return self.model.llm.disable_adapter()
 
     def loss(self, task: str, batch: Sequence) -> torch.Tensor:
         scores = self.scores(task, batch)
@@ -95,7 +102,7 @@ class SoftPromptDistiller:
         order = np.argsort(self.prompt_lengths("rps", mine), kind="stable")  # little padding
         for start in range(0, len(order), size):
             batch = [mine[i] for i in order[start : start + size]]
-            with self._autocast():
+            with self.frozen_llm(), self._autocast():
                 predicted = self.scores("rps", batch).argmax(dim=1).cpu()
             hits += int((predicted == torch.as_tensor([e.target for e in batch])).sum())
         return distributed.total(hits) / max(1, len(examples))
@@ -169,9 +176,10 @@ class SoftPromptDistiller:
             mine = distributed.share(examples)
             loss, grad = torch.zeros((), device=weight.device), torch.zeros_like(weight)
             if mine:
-                with self._autocast():
-                    loss = self.loss(task, mine)
-                grad = torch.autograd.grad(scaler.scale(loss), weight)[0]
+                with self.frozen_llm():
+                    with self._autocast():
+                        loss = self.loss(task, mine)
+                    grad = torch.autograd.grad(scaler.scale(loss), weight)[0]
             grads[task] = distributed.weighted_mean(grad, len(mine))
             losses[task] = distributed.weighted_mean(loss.detach().float(), len(mine)).item()
         weights = task_weights(grads, self.config["stage1_weighting"])
