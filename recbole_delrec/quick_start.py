@@ -96,7 +96,8 @@ def run_delrec(
         "eval_mode": config["eval_args"]["mode"]["test"],
     }
     _report(config, result)
-    save_json(result, trainer.run.result)
+    if config["local_rank"] == 0:  # one writer per machine, as for every run file
+        save_json(result, trainer.run.result)
     if explain is not None:
         result["explanation"] = explain_user(rec_model, test_data, str(explain)).render(rec_model.item_text.titles)
         logger.info("\n" + result["explanation"])
