@@ -5,7 +5,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from recbole_delrec.llm.backbone import load_backbone, train_tokenizer
+from recbole_delrec.llm.backbone import load_backbone, train_tokenizer, use_fused_gelu
 from recbole_delrec.llm.scoring import CandidateScorer, PackedTitles, PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.prompts import PromptIds
@@ -13,10 +13,11 @@ from recbole_delrec.prompts import PromptIds
 TITLES = [[5], [6, 7, 8], [9, 10], [11, 12, 13, 14], [15], [16, 17]]
 
 
-def _tiny_t5(kernel: str = "sdpa") -> T5ForConditionalGeneration:
+def _tiny_t5(kernel: str = "sdpa", activation: str = "relu") -> T5ForConditionalGeneration:
     torch.manual_seed(0)
     config = T5Config(vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2,
-                      num_decoder_layers=2, dropout_rate=0.0, decoder_start_token_id=0)
+                      num_decoder_layers=2, dropout_rate=0.0, decoder_start_token_id=0,
+                      feed_forward_proj=activation)
     model = T5ForConditionalGeneration(config).eval()
     model.set_attn_implementation(kernel)
     return model
@@ -57,6 +58,35 @@ def test_batched_scoring_equals_scoring_each_candidate_alone(kernel):
             for col, item in enumerate(candidates[row].tolist()):
                 alone = _naive_score(model, scorer, states, single.attention_mask, item)
                 assert batched[row, col].item() == pytest.approx(alone, abs=1e-5)
+
+
+def test_fused_gelu_scores_and_trains_like_gelu_new():
+    """Flan-T5's gated-gelu FFNs get the one-kernel GELU; scores and gradients stay the same."""
+    prompts = [PromptIds([3, 0, 0, 4, 20, 21, 1], 1), PromptIds([0, 0, 22, 1], 0)]
+    batch = PromptBatch.collate(prompts, pad_id=0, n_soft=2)
+    candidates = torch.tensor([[1, 2, 3], [4, 2, 5]])
+    scorer = CandidateScorer(TITLES, pad_id=0, eos_id=1)
+    results = []
+    for fused in (False, True):
+        model = _tiny_t5(activation="gated-gelu")
+        if fused:
+            use_fused_gelu(model)
+        soft = SoftPrompt(2, 32, torch.ones(2, 32))
+        scores = scorer(model, soft, batch, candidates)
+        scores.sum().backward()
+        results.append((scores.detach(), soft.weight.grad, model.encoder.block[0].layer[1].DenseReluDense.wi_0.weight.grad))
+    (plain, *plain_grads), (fused, *fused_grads) = results
+    assert torch.allclose(plain, fused, atol=1e-6)
+    for a, b in zip(plain_grads, fused_grads):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_fused_gelu_leaves_other_activations_alone():
+    assert use_fused_gelu(_tiny_t5(activation="relu")) == 0
+    model = _tiny_t5(activation="gated-gelu")
+    assert use_fused_gelu(model) == 4  # 2 encoder + 2 decoder feed-forward blocks
+    acts = {type(m.act).__name__ for m in model.modules() if hasattr(m, "wo")}  # feed-forward blocks
+    assert acts == {"GELUTanh"}
 
 
 def _naive_score(model, scorer, states, mask, item) -> float:

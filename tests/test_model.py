@@ -103,3 +103,15 @@ def test_gradient_checkpointing_gives_the_same_loss_and_adapter_gradients(tiny_d
     assert plain.keys() == ckpt.keys() and any("lora_A" in n for n in plain)
     for name, grad in plain.items():
         assert torch.allclose(grad, ckpt[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fused_gelu_follows_the_config(tiny_data, fused):
+    config, train, _, _ = tiny_data
+    config["fused_gelu"] = fused
+    try:
+        model = DELRec(config, train._dataset)
+    finally:
+        config["fused_gelu"] = True
+    acts = {type(m.act).__name__ for m in model.llm.modules() if hasattr(m, "wo")}  # feed-forward blocks
+    assert acts == ({"GELUTanh"} if fused else {"NewGELUActivation"})

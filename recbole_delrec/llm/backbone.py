@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
+from torch import nn
 from transformers import (
     AutoTokenizer,
     PreTrainedTokenizerBase,
@@ -25,10 +26,13 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+from transformers.activations import ACT2FN, NewGELUActivation
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
 SCRATCH = "scratch-t5"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: Attention kernels the candidate scorer builds masks for (T5 has no flash-attention path).
+ATTENTION_KERNELS = ("sdpa", "eager")
 
 
 @dataclass
@@ -98,6 +102,8 @@ def _scratch_backbone(scratch: Mapping[str, Any], corpus: Iterable[str]) -> Back
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
+        # transformers >= 5 ties T5's head to its embeddings whatever this says; False keeps the
+        # decoder output unscaled, as in Flan-T5 (T5 v1.1).
         tie_word_embeddings=False,
         **arch,
     )
@@ -109,6 +115,38 @@ def _scratch_backbone(scratch: Mapping[str, Any], corpus: Iterable[str]) -> Back
         "`llm_path: google/flan-t5-xl` (or a local Flan-T5 directory)."
     )
     return Backbone(model, tokenizer, SCRATCH)
+
+
+def set_speed_options(model: nn.Module, attention: str, fused_gelu: bool, gradient_checkpointing: bool) -> None:
+    """The LLM's kernels and memory options (``llm_attention``, ``fused_gelu``, ``gradient_checkpointing``).
+
+    The benchmarks call this too, so that they measure the model exactly as DELRec runs it.
+    """
+    if attention not in ATTENTION_KERNELS:
+        raise ValueError(f"llm_attention '{attention}' is not one of {list(ATTENTION_KERNELS)}.")
+    model.set_attn_implementation(attention)
+    if fused_gelu:
+        use_fused_gelu(model)
+    if gradient_checkpointing:  # non-reentrant: gradients reach the soft prompt with the LLM frozen
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def use_fused_gelu(model: nn.Module) -> int:
+    """Swap T5's ``gelu_new`` for PyTorch's fused tanh GELU: the same function in one kernel.
+
+    transformers evaluates ``gelu_new`` (Flan-T5's feed-forward activation) as a chain of
+    elementwise operations, and autograd keeps most of their results for backward: at Flan-T5-XL,
+    batch 8, ~140 MiB per layer, 3.3 GiB of stage 2's peak (``benchmarks/llm_memory.py``).
+    ``F.gelu(approximate="tanh")`` computes the same formula in one kernel, in float32 inside, and
+    keeps only its input; its error against a float64 reference is the same as ``gelu_new``'s.
+    Returns how many feed-forward blocks were changed.
+    """
+    swapped = 0
+    for module in model.modules():
+        if isinstance(getattr(module, "act", None), NewGELUActivation):
+            module.act = ACT2FN["gelu_pytorch_tanh"]
+            swapped += 1
+    return swapped
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:

@@ -26,7 +26,7 @@ from recbole.utils import InputType, ModelType
 
 from recbole_delrec.candidates import CandidateSampler
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
-from recbole_delrec.llm.backbone import SCRATCH, Backbone, load_backbone
+from recbole_delrec.llm.backbone import SCRATCH, Backbone, load_backbone, set_speed_options
 from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.prefixes import latest_prefix_rows
@@ -34,8 +34,6 @@ from recbole_delrec.prompts import PromptBuilder, domain_words, load_template
 from recbole_delrec.text import ItemText
 
 TASKS = ("lsr", "rps", "ta")
-#: Attention kernels the candidate scorer builds masks for (T5 has no flash-attention path).
-ATTENTION_KERNELS = ("sdpa", "eager")
 
 
 class DELRec(SequentialRecommender):
@@ -65,7 +63,9 @@ class DELRec(SequentialRecommender):
             self.n_soft, backbone.model.get_input_embeddings().weight, self.seed
         ).requires_grad_(False)
         backbone.model.requires_grad_(False)
-        _set_speed_options(backbone.model, config)
+        set_speed_options(
+            backbone.model, config["llm_attention"], config["fused_gelu"], config["gradient_checkpointing"]
+        )
         self.llm = add_adalora(backbone.model, self._adalora_options(config, backbone), self._total_steps(config, dataset))
         self.scorer = CandidateScorer(title_ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
         self.sampler = CandidateSampler.from_dataset(dataset, config["n_candidates"], self.seed)
@@ -201,15 +201,6 @@ class DELRec(SequentialRecommender):
                     f"expects {tuple(expected[key].shape)} (other LLM width or soft-prompt size?)."
                 )
         self.load_state_dict(state, strict=False)
-
-
-def _set_speed_options(model, config) -> None:
-    """Attention kernel and optional gradient checkpointing, from the config."""
-    if config["llm_attention"] not in ATTENTION_KERNELS:
-        raise ValueError(f"llm_attention '{config['llm_attention']}' is not one of {list(ATTENTION_KERNELS)}.")
-    model.set_attn_implementation(config["llm_attention"])
-    if config["gradient_checkpointing"]:  # non-reentrant: gradients reach the soft prompt with the LLM frozen
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _group_starts(users: torch.Tensor, seqs: torch.Tensor) -> list[int]:
