@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recbole_delrec.artifacts import save_json
+
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
     "ta_only": ["--delrec_tasks=['ta']"],
@@ -51,7 +53,7 @@ def tabulate() -> str:
     default = json.loads((RESULTS / "ml100k.default.json").read_text())
     records += [{**r, "metric": r["metric"].replace("ml100k.default.stage1.", "ml100k.stage1.")}
                 for r in default if ".stage1.fidelity." in r["metric"]]
-    (RESULTS / "ml100k.ablation.json").write_text(json.dumps(records, indent=1) + "\n")
+    save_json(records, RESULTS / "ml100k.ablation.json")  # atomic
     lines = ["| variant | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     lines += [f"| {v} | " + " | ".join(f"{values[m]:.4f}" for m in METRICS) + " |" for v, (values, _) in rows.items()]
     return "\n".join(lines)

@@ -69,7 +69,6 @@ import gc
 import importlib
 import importlib.abc
 import importlib.util
-import json
 import math
 import os
 import re
@@ -166,7 +165,9 @@ def import_product(no_recbole: bool) -> SimpleNamespace:
             if (err.name or "").split(".")[0] != "recbole":
                 raise
             _register_package_without_init()
+    from recbole_delrec.artifacts import save_json
     from recbole_delrec.llm.adapters import add_adalora, allocate_ranks, orthogonal_penalty
+    from recbole_delrec.llm.backbone import set_speed_options
     from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
     from recbole_delrec.llm.soft_prompt import SoftPrompt
     from recbole_delrec.prompts import PromptBuilder, domain_words, load_template
@@ -183,7 +184,7 @@ def import_product(no_recbole: bool) -> SimpleNamespace:
         add_adalora=add_adalora, allocate_ranks=allocate_ranks, orthogonal_penalty=orthogonal_penalty,
         CandidateScorer=CandidateScorer, PromptBatch=PromptBatch, SoftPrompt=SoftPrompt,
         PromptBuilder=PromptBuilder, domain_words=domain_words, load_template=load_template,
-        normalize_title=normalize_title,
+        normalize_title=normalize_title, set_speed_options=set_speed_options, save_json=save_json,
     )
 
 
@@ -252,7 +253,7 @@ def product_settings() -> dict:
     values = yaml.safe_load((REPO / "properties" / "model" / "DELRec.yaml").read_text(encoding="utf-8"))
     keys = ("n_soft_tokens", "history_length", "max_title_tokens", "max_prompt_tokens", "n_candidates",
             "teacher_model", "domain", "adalora", "stage1_learning_rate", "learning_rate", "epochs",
-            "train_batch_size", "train_prefixes_per_user")
+            "train_batch_size", "train_prefixes_per_user", "llm_attention", "fused_gelu")
     return {k: values[k] for k in keys}
 
 
@@ -301,11 +302,15 @@ def timed_batch(product, data, settings, batch: int, seed: int, device) -> Simpl
 
 
 # ---------------------------------------------------------------------------- model
-def build_model(size: str, dtype: torch.dtype, device: torch.device):
-    """Flan-T5 of ``size`` with random weights, built directly on the device in ``dtype``."""
+def build_model(size: str, dtype: torch.dtype, device: torch.device, layers: int | None = None):
+    """Flan-T5 of ``size`` with random weights, built directly on the device in ``dtype``.
+
+    ``layers`` overrides the depth of encoder and decoder (``llm_memory.py`` extrapolates from
+    shallow copies of a size); the width stays the size's own.
+    """
     from transformers import AutoModelForSeq2SeqLM, T5Config
 
-    arch = FLAN_T5[size]
+    arch = {**FLAN_T5[size], **({"num_layers": layers} if layers else {})}
     config = T5Config(**arch, num_decoder_layers=arch["num_layers"], **FLAN_T5_COMMON, decoder_start_token_id=0)
     torch.manual_seed(0)
     with torch.device(device):
@@ -496,8 +501,7 @@ def scoring(llm, soft_prompt, bench, data, settings, args, device) -> dict:
 def run_size(size: str, product, data, settings, args, device, peak_tflops: float) -> dict:
     dtype = DTYPES[args.dtype]
     model = build_model(size, dtype, device)
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    product.set_speed_options(model, settings["llm_attention"], settings["fused_gelu"], args.gradient_checkpointing)
     if args.compile:
         model.get_encoder().compile(dynamic=True)
         model.get_decoder().compile(dynamic=True)
@@ -622,6 +626,7 @@ def main(argv=None) -> int:
           f"device {args.device_name} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"{args.dtype}, batch {args.batch} x {settings['n_candidates']} candidates, repeats {args.repeats}, "
           f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, "
+          f"fused GELU {'on' if settings['fused_gelu'] else 'off'}, "
           f"torch.compile {'on' if args.compile else 'off'}", flush=True)
     print(f"ML-100K: {len(sequences)} users, {len(titles) - 1} items; prompt tokens mean {stats['prompt_mean']:.1f} "
           f"max {stats['prompt_max']} (incl. {settings['n_soft_tokens']} soft); title tokens mean "
@@ -648,8 +653,7 @@ def main(argv=None) -> int:
 
     out = records(results, peak, stats, args, len(sequences))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        product.save_json(out, args.out)  # atomic: a failed run leaves the old file
         print(f"{len(out)} records -> {args.out}")
     print(table(results, peak, args) if results else "no size finished")
     failed = [s for s, r in results.items() if not r["scoring"]["within_tolerance"]]

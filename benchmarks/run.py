@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -55,12 +54,13 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     sys.argv = sys.argv[:1] + rest
     from recbole_delrec import run_delrec
+    from recbole_delrec.artifacts import save_json
 
     files = args.config_files.split() if args.config_files else None
     result = run_delrec(model="DELRec", dataset=args.dataset, config_file_list=files, load=args.load)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{args.name}.json"
-    path.write_text(json.dumps(records(args.name, result, command, args.device_name), indent=1) + "\n")
+    save_json(records(args.name, result, command, args.device_name), path)  # atomic
     print(f"wrote {path}")
 
 

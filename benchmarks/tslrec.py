@@ -22,6 +22,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    from recbole_delrec.artifacts import save_json
     from recbole_delrec.tslrec_quick_start import run_tslrec
 
     date = datetime.date.today().isoformat()
@@ -42,7 +43,7 @@ def main() -> None:
     delrec = json.loads((RESULTS / "ml100k.default.json").read_text())
     per_epoch = next(r for r in delrec if r["metric"] == "ml100k.default.stage2_seconds_per_epoch")
     records.append({**per_epoch, "metric": "ml100k.delrec.llm_seconds_per_epoch"})
-    (RESULTS / "ml100k.tslrec.json").write_text(json.dumps(records, indent=1) + "\n")
+    save_json(records, RESULTS / "ml100k.tslrec.json")  # atomic
     print(json.dumps(records, indent=1))
 
 

@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--cpus-per-trial", type=float, default=1)
     args, rest = parser.parse_known_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    from recbole_delrec.artifacts import save_json
     from recbole_delrec.tune import external_values, run_sweep
 
     start = time.time()
@@ -40,7 +41,7 @@ def main() -> None:
               "best.test_hit@1": best["test/hit@1"], "seconds": seconds}
     records = [{"metric": f"ml100k.tune.{k}", "value": round(float(v), 4), "unit": "s" if k == "seconds" else "",
                 "device": "cpu-2core", "date": date, "command": command} for k, v in values.items()]
-    (HERE / "results" / "ml100k.tune.json").write_text(json.dumps(records, indent=1) + "\n")
+    save_json(records, HERE / "results" / "ml100k.tune.json")  # atomic
     print(json.dumps(records, indent=1))
 
 
