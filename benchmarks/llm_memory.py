@@ -21,8 +21,8 @@ hand; this script answers the same question from the same code where none is:
 4. **Attention as a GPU runs it.**  On CUDA, ``sdpa`` sends T5's attention (an additive bias, no
    causal flag) to the memory-efficient fused kernel, which keeps q, k, v, the bias, the output and
    a float32 log-sum-exp for backward and recomputes the probabilities.  On a CPU, sdpa in training
-   (dropout) falls back to the math path, which keeps the (B, H, L, L) probabilities in float32:
-   about 13 GB more at XL.  So the script runs sdpa through :class:`FusedAttentionMemory`, which
+   (dropout) falls back to the math path, which keeps the (B, H, L, L) probabilities in float32 in
+   every layer: a GPU never allocates those.  So the script runs sdpa through :class:`FusedAttentionMemory`, which
    keeps exactly the fused kernel's set and recomputes the rest in backward, head by head.  (The
    kernel's attention dropout keeps only a random seed; the emulation leaves it out.)
    ``--attention eager`` measures the eager path, which keeps the probabilities on every device.
@@ -35,12 +35,14 @@ of ``fused_gelu``, gradient checkpointing).
 
 Records: ``<size>.estimate[.eager][.gc][.gelu_new][.b<batch>].<stage1|stage2|scoring>.peak_gib`` and
 ``...fit_max_residual_gib`` (``device: cpu-<N>core``; ``.b<batch>`` only when the batch is not 8,
-the batch of the issue's figures).  See BENCHMARKS.md.
+the batch of the issue's figures); with ``--breakdown`` also ``...stage2.per_layer_mib.<operator>``:
+what one more layer adds to stage 2's peak, by the operator that produced it.  See BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import shlex
@@ -64,12 +66,18 @@ STAGES = ("stage1", "stage2", "scoring")
 
 # ---------------------------------------------------------------------------- counting
 class PeakMemory(TorchDispatchMode):
-    """Bytes of live tensor storages (block-rounded), and their peak since :meth:`reset_peak`."""
+    """Bytes of live tensor storages (block-rounded), and their peak since :meth:`reset_peak`.
+
+    ``at_peak`` splits the peak by the operator that made each storage (``weights`` for what
+    existed before), which is what ``--breakdown`` reports.
+    """
 
     def __init__(self, *existing) -> None:
         super().__init__()
-        self.sizes: dict[int, int] = {}
+        self.sizes: dict[int, tuple[int, str]] = {}
         self.current = self.peak = 0
+        self.by_op: collections.Counter[str] = collections.Counter()
+        self.at_peak: collections.Counter[str] = collections.Counter()
         self.track(*existing)
 
     def track(self, *objects) -> None:
@@ -81,26 +89,33 @@ class PeakMemory(TorchDispatchMode):
 
     def reset_peak(self) -> None:
         self.peak = self.current
+        self.at_peak = self.by_op.copy()
 
-    def _add(self, tensor) -> None:
+    def _add(self, tensor, op: str = "weights") -> None:
         if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
             return
         storage = tensor.untyped_storage()
         key = storage.data_ptr()
         if key == 0 or key in self.sizes:  # views and in-place results share a counted storage
             return
-        self.sizes[key] = -(-storage.nbytes() // BLOCK) * BLOCK
-        self.current += self.sizes[key]
-        self.peak = max(self.peak, self.current)
+        size = -(-storage.nbytes() // BLOCK) * BLOCK
+        self.sizes[key] = (size, op)
+        self.current += size
+        self.by_op[op] += size
+        if self.current > self.peak:
+            self.peak = self.current
+            self.at_peak = self.by_op.copy()
         weakref.finalize(storage, self._free, key)
 
     def _free(self, key: int) -> None:
-        self.current -= self.sizes.pop(key, 0)
+        size, op = self.sizes.pop(key, (0, ""))
+        self.current -= size
+        self.by_op[op] -= size
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for tensor in tree_flatten(out)[0]:
-            self._add(tensor)
+            self._add(tensor, func.__name__.split(".")[0])
         return out
 
 
@@ -194,8 +209,11 @@ def check_emulation() -> float:
 
 
 # ---------------------------------------------------------------------------- one depth
-def measure_depth(size: str, layers: int, ctx: SimpleNamespace, args) -> dict[str, float]:
-    """Peak GiB of stage 1, stage 2 and scoring for ``size`` cut to ``layers`` layers."""
+def measure_depth(size: str, layers: int, ctx: SimpleNamespace, args) -> dict:
+    """Peak GiB of stage 1, stage 2 and scoring for ``size`` cut to ``layers`` layers.
+
+    ``stage2_by_op``: stage 2's peak split by producing operator (bytes).
+    """
     device = torch.device("cpu")
     model = llm_speed.build_model(size, torch.bfloat16, device, layers)
     ctx.product.set_speed_options(model, args.attention, args.fused_gelu, args.gradient_checkpointing)
@@ -211,13 +229,21 @@ def measure_depth(size: str, layers: int, ctx: SimpleNamespace, args) -> dict[st
         peaks["stage1"] = tracker.peak
         tracker.reset_peak()
         llm, _ = llm_speed.stage2(ctx.product, model, soft_prompt, bench, ctx.settings, steps, device)
-        peaks["stage2"] = tracker.peak
+        peaks["stage2"], by_op = tracker.peak, tracker.at_peak
         llm.eval()
         tracker.reset_peak()
         with torch.no_grad():
             bench.scorer(llm.get_base_model(), soft_prompt, bench.batch, bench.candidates)
         peaks["scoring"] = tracker.peak
-    return {stage: peak / 2**30 for stage, peak in peaks.items()}
+    return {**{stage: peak / 2**30 for stage, peak in peaks.items()}, "stage2_by_op": by_op}
+
+
+def per_layer(measured: dict, depths: list[int]) -> dict[str, float]:
+    """MiB that one more layer adds to stage 2's peak, by operator (the two deepest runs)."""
+    low, high = sorted(depths)[-2:]
+    diff = measured[high]["stage2_by_op"].copy()
+    diff.subtract(measured[low]["stage2_by_op"])
+    return {op: size / 2**20 / (high - low) for op, size in diff.most_common() if abs(size) >= 2**20}
 
 
 def extrapolate(depths: list[int], peaks: list[float], target: int) -> tuple[float, float]:
@@ -250,6 +276,8 @@ def records(results: dict, args) -> list[dict]:
             *((f"{stage}.fit_max_residual_gib", result[f"{stage}_residual"], "GiB") for stage in STAGES),
             *((f"{stage}.check_error_gib", result.get(f"{stage}_error"), "GiB (extrapolated - measured at full depth)")
               for stage in STAGES),
+            *((f"stage2.per_layer_mib.{op}", mib, "MiB per layer at stage 2's peak, by producing operator")
+              for op, mib in result.get("per_layer", {}).items()),
         ):
             if value is not None:
                 out.append({"metric": key_prefix(size, args) + name, "value": round(value, 4), "unit": this_unit,
@@ -268,6 +296,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-fused-gelu", dest="fused_gelu", action="store_false",
                         help="keep transformers' gelu_new (the product's fused_gelu: False)")
     parser.add_argument("--check", action="store_true", help="also measure the full depth (small, base)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="print and record what one layer adds to stage 2's peak, by operator")
     parser.add_argument("--out", type=Path, help="write the JSON records here")
     parser.add_argument("--ml100k-dir", type=Path, help="folder with ml-100k.item and ml-100k.inter")
     parser.add_argument("--spiece", type=Path, default=llm_speed.DEFAULT_SPIECE, help="T5 SentencePiece model")
@@ -303,6 +333,10 @@ def main(argv=None) -> int:
             result[stage], result[f"{stage}_residual"] = extrapolate(args.depths, peaks, full)
             if args.check:
                 result[f"{stage}_error"] = result[stage] - measured[full][stage]
+        if args.breakdown:
+            result["per_layer"] = per_layer(measured, args.depths)
+            print(f"{size}: one layer adds to stage 2's peak (MiB, by producing operator): "
+                  + ", ".join(f"{op} {mib:.1f}" for op, mib in result["per_layer"].items()), flush=True)
         results[size] = result
         print(f"{size} ({full} layers, batch {args.batch}, {args.attention}"
               f"{', gradient checkpointing' if args.gradient_checkpointing else ''}"

@@ -113,6 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=list(DTYPES), help="default: bf16 on cuda, fp32 on cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--no-fused-gelu", dest="fused_gelu", action="store_false",
+                        help="keep transformers' gelu_new (the product's fused_gelu: False); keys get .gelu_new")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the encoder and decoder stacks (dynamic shapes); warm-up includes compiling")
     parser.add_argument("--out", type=Path, help="write the JSON records here")
@@ -501,7 +503,8 @@ def scoring(llm, soft_prompt, bench, data, settings, args, device) -> dict:
 def run_size(size: str, product, data, settings, args, device, peak_tflops: float) -> dict:
     dtype = DTYPES[args.dtype]
     model = build_model(size, dtype, device)
-    product.set_speed_options(model, settings["llm_attention"], settings["fused_gelu"], args.gradient_checkpointing)
+    fused_gelu = settings["fused_gelu"] and args.fused_gelu
+    product.set_speed_options(model, settings["llm_attention"], fused_gelu, args.gradient_checkpointing)
     if args.compile:
         model.get_encoder().compile(dynamic=True)
         model.get_decoder().compile(dynamic=True)
@@ -571,8 +574,8 @@ def records(results: dict, peak: float, stats: dict, args, n_users: int) -> list
 
 def variant_suffix(args) -> str:
     """Options that change what is measured go into the metric keys (``xl.h100.gc.stage2.peak_gib``)."""
-    return ("." + ".".join(name for name, on in (("gc", args.gradient_checkpointing), ("compile", args.compile)) if on)
-            if args.gradient_checkpointing or args.compile else "")
+    options = (("gc", args.gradient_checkpointing), ("compile", args.compile), ("gelu_new", not args.fused_gelu))
+    return "".join(f".{name}" for name, on in options if on)
 
 
 def table(results: dict, peak: float, args) -> str:
@@ -626,7 +629,7 @@ def main(argv=None) -> int:
           f"device {args.device_name} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"{args.dtype}, batch {args.batch} x {settings['n_candidates']} candidates, repeats {args.repeats}, "
           f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, "
-          f"fused GELU {'on' if settings['fused_gelu'] else 'off'}, "
+          f"fused GELU {'on' if settings['fused_gelu'] and args.fused_gelu else 'off'}, "
           f"torch.compile {'on' if args.compile else 'off'}", flush=True)
     print(f"ML-100K: {len(sequences)} users, {len(titles) - 1} items; prompt tokens mean {stats['prompt_mean']:.1f} "
           f"max {stats['prompt_max']} (incl. {settings['n_soft_tokens']} soft); title tokens mean "
