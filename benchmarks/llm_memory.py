@@ -222,8 +222,8 @@ def measure_depth(size: str, layers: int, ctx: SimpleNamespace, args) -> dict:
     bench = llm_speed.timed_batch(ctx.product, ctx.data, ctx.settings, args.batch, args.seed, device)
     steps = SimpleNamespace(repeats=1, warmup=1)  # two steps: the second holds the optimizer state
     peaks = {}
-    with gpu_kernels(args.attention), PeakMemory(model, soft_prompt, bench.batch, bench.candidates,
-                                                   bench.labels, bench.scorer.labels) as tracker:
+    inputs = (*vars(bench.batch).values(), bench.candidates, bench.labels, bench.scorer.labels)
+    with gpu_kernels(args.attention), PeakMemory(model, soft_prompt, inputs) as tracker:
         tracker.reset_peak()
         llm_speed.stage1(model, soft_prompt, bench, ctx.settings, steps, device)
         peaks["stage1"] = tracker.peak
@@ -315,6 +315,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"the fused-attention emulation differs from sdpa by {error:.2e}")
     product = llm_speed.import_product(no_recbole=False)
     settings = llm_speed.product_settings()
+    args.fused_gelu = args.fused_gelu and settings["fused_gelu"]  # the product's setting, unless switched off
     titles, sequences = llm_speed.load_ml100k(llm_speed.ml100k_dir(args), product.normalize_title)
     data = llm_speed.build_prompts(product, llm_speed.load_tokenizer(args.spiece), titles, sequences, settings, args.seed)
     ctx = SimpleNamespace(product=product, settings=settings, data=data)

@@ -503,8 +503,7 @@ def scoring(llm, soft_prompt, bench, data, settings, args, device) -> dict:
 def run_size(size: str, product, data, settings, args, device, peak_tflops: float) -> dict:
     dtype = DTYPES[args.dtype]
     model = build_model(size, dtype, device)
-    fused_gelu = settings["fused_gelu"] and args.fused_gelu
-    product.set_speed_options(model, settings["llm_attention"], fused_gelu, args.gradient_checkpointing)
+    product.set_speed_options(model, settings["llm_attention"], args.fused_gelu, args.gradient_checkpointing)
     if args.compile:
         model.get_encoder().compile(dynamic=True)
         model.get_decoder().compile(dynamic=True)
@@ -618,6 +617,7 @@ def main(argv=None) -> int:
     args.device_name = args.device_name or device_slug(device)
     args.warmup = 2 if device.type == "cuda" or args.compile else 1
     settings = product_settings()
+    args.fused_gelu = args.fused_gelu and settings["fused_gelu"]  # the product's setting, unless switched off
     titles, sequences = load_ml100k(ml100k_dir(args), product.normalize_title)
     data = build_prompts(product, load_tokenizer(args.spiece), titles, sequences, settings, args.seed)
     stats = token_stats(data)
@@ -629,7 +629,7 @@ def main(argv=None) -> int:
           f"device {args.device_name} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
           f"{args.dtype}, batch {args.batch} x {settings['n_candidates']} candidates, repeats {args.repeats}, "
           f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, "
-          f"fused GELU {'on' if settings['fused_gelu'] and args.fused_gelu else 'off'}, "
+          f"fused GELU {'on' if args.fused_gelu else 'off'}, "
           f"torch.compile {'on' if args.compile else 'off'}", flush=True)
     print(f"ML-100K: {len(sequences)} users, {len(titles) - 1} items; prompt tokens mean {stats['prompt_mean']:.1f} "
           f"max {stats['prompt_max']} (incl. {settings['n_soft_tokens']} soft); title tokens mean "

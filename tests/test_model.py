@@ -108,10 +108,10 @@ def test_gradient_checkpointing_gives_the_same_loss_and_adapter_gradients(tiny_d
 @pytest.mark.parametrize("fused", [True, False])
 def test_fused_gelu_follows_the_config(tiny_data, fused):
     config, train, _, _ = tiny_data
-    config["fused_gelu"] = fused
+    default, config["fused_gelu"] = config["fused_gelu"], fused
     try:
         model = DELRec(config, train._dataset)
     finally:
-        config["fused_gelu"] = True
+        config["fused_gelu"] = default
     acts = {type(m.act).__name__ for m in model.llm.modules() if hasattr(m, "wo")}  # feed-forward blocks
     assert acts == ({"GELUTanh"} if fused else {"NewGELUActivation"})
