@@ -51,7 +51,7 @@ def main() -> None:
     if args.tune:
         tune(args, files, rest)
     elif args.model == "TSLRec":
-        from recbole_delrec.tslrec_quick_start import run_tslrec
+        from recbole_delrec.tslrec.quick_start import run_tslrec
 
         run_tslrec(dataset=args.dataset, backbone=args.backbone, config_file_list=files)
     else:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recbole_delrec.artifacts import save_json
+from recbole_delrec.runs.artifacts import save_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {

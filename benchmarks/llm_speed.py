@@ -88,7 +88,6 @@ import yaml
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = REPO / "recbole_delrec"
 DEFAULT_SPIECE = REPO.parent / "shared" / "assets" / "t5" / "spiece.model"
 
 #: google/flan-t5-{size}/config.json (num_decoder_layers = num_layers for all four).
@@ -155,29 +154,20 @@ class _NoRecBole(importlib.abc.MetaPathFinder):
 def import_product(no_recbole: bool) -> SimpleNamespace:
     """The product's classes; with ``no_recbole``, without importing RecBole at all.
 
-    If ``recbole_delrec/__init__.py`` needs RecBole, the package is registered without running
-    its ``__init__`` so that its RecBole-free subpackages (``llm``, ``prompts``) still import.
+    Importing ``recbole_delrec`` has no side effects and its ``llm``/``prompts`` parts do not
+    import RecBole, so the benchmark measures exactly the product's modules.
     """
     sys.path.insert(0, str(REPO))
     if no_recbole:
         sys.meta_path.insert(0, _NoRecBole())
-        try:
-            importlib.import_module("recbole_delrec")
-        except ModuleNotFoundError as err:
-            if (err.name or "").split(".")[0] != "recbole":
-                raise
-            _register_package_without_init()
-    from recbole_delrec.artifacts import save_json
+    from recbole_delrec.data.titles import normalize_title
     from recbole_delrec.llm.adapters import add_adalora, allocate_ranks, orthogonal_penalty
     from recbole_delrec.llm.backbone import set_speed_options
     from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
     from recbole_delrec.llm.soft_prompt import SoftPrompt
     from recbole_delrec.prompts import PromptBuilder, domain_words, load_template
+    from recbole_delrec.runs.artifacts import save_json
 
-    try:
-        from recbole_delrec.text import normalize_title
-    except ModuleNotFoundError:  # recbole_delrec.text imports RecBole
-        normalize_title = None
     if no_recbole and any(m == "recbole" or m.startswith("recbole.") for m in sys.modules):
         raise RuntimeError("--no-recbole: RecBole was imported after all")
     if torch.is_anomaly_enabled():  # RecBole's SINE module turns it on; compat turns it off
@@ -188,15 +178,6 @@ def import_product(no_recbole: bool) -> SimpleNamespace:
         PromptBuilder=PromptBuilder, domain_words=domain_words, load_template=load_template,
         normalize_title=normalize_title, set_speed_options=set_speed_options, save_json=save_json,
     )
-
-
-def _register_package_without_init() -> None:
-    for name in [m for m in sys.modules if m == "recbole_delrec" or m.startswith("recbole_delrec.")]:
-        del sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        "recbole_delrec", PACKAGE / "__init__.py", submodule_search_locations=[str(PACKAGE)]
-    )
-    sys.modules["recbole_delrec"] = importlib.util.module_from_spec(spec)  # __init__ not executed
 
 
 # ---------------------------------------------------------------------------- data and prompts
@@ -634,7 +615,7 @@ def main(argv=None) -> int:
     print(f"ML-100K: {len(sequences)} users, {len(titles) - 1} items; prompt tokens mean {stats['prompt_mean']:.1f} "
           f"max {stats['prompt_max']} (incl. {settings['n_soft_tokens']} soft); title tokens mean "
           f"{stats['title_mean']:.1f} max {stats['title_max']}"
-          + ("" if product.normalize_title else "; titles NOT article-normalised (recbole_delrec.text needs RecBole)"),
+          + ("" if product.normalize_title else "; titles NOT article-normalised (recbole_delrec.data.titles needs RecBole)"),
           flush=True)
     peak = matmul_peak_tflops(device, DTYPES[args.dtype])
     print(f"matmul peak: {peak:.2f} TFLOP/s", flush=True)

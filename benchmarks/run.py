@@ -54,7 +54,7 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     sys.argv = sys.argv[:1] + rest
     from recbole_delrec import run_delrec
-    from recbole_delrec.artifacts import save_json
+    from recbole_delrec.runs.artifacts import save_json
 
     files = args.config_files.split() if args.config_files else None
     result = run_delrec(model="DELRec", dataset=args.dataset, config_file_list=files, load=args.load)

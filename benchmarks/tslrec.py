@@ -22,8 +22,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    from recbole_delrec.artifacts import save_json
-    from recbole_delrec.tslrec_quick_start import run_tslrec
+    from recbole_delrec.runs.artifacts import save_json
+    from recbole_delrec.tslrec.quick_start import run_tslrec
 
     date = datetime.date.today().isoformat()
     records = []

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--cpus-per-trial", type=float, default=1)
     args, rest = parser.parse_known_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    from recbole_delrec.artifacts import save_json
+    from recbole_delrec.runs.artifacts import save_json
     from recbole_delrec.tune import external_values, run_sweep
 
     start = time.time()

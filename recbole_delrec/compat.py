@@ -1,5 +1,10 @@
 """The one place that mends RecBole 1.2.1 where it is broken for us (current torch, CPUs).
 
+Nothing here runs on import: :func:`apply` applies the patches of :data:`PATCHES`, and only
+:func:`recbole_delrec.register` calls it (every entry point of the plugin does).  Each patch
+names the RecBole/torch problem it works around; ``tests/test_compat.py`` has a test per
+patch that fails without it.
+
 * Importing ``recbole.model.sequential_recommender`` imports SINE, whose module runs
   ``torch.autograd.set_detect_anomaly(True)`` for the whole process: every backward pass then
   checks every gradient for NaN (the ``ne``/``any`` ops that dominate RecBole profiles) and
@@ -21,10 +26,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import recbole.model.sequential_recommender  # noqa: F401  (the import that turns anomaly mode on)
 import torch
 import torch.distributed as dist
 from recbole.config import Config
@@ -102,9 +108,42 @@ def _trainer_init(self: AbstractTrainer, config: Config, model: torch.nn.Module)
         self.distributed_model = DistributedDataParallel(self.model, device_ids=[config["local_rank"]] if on_gpu else None)
 
 
-def apply() -> None:
-    """Apply the fixes; safe to call more than once."""
+def _anomaly_off() -> None:
+    import recbole.model.sequential_recommender  # noqa: F401  (the import that turns anomaly mode on)
+
     torch.autograd.set_detect_anomaly(False)
+
+
+def _safe_checkpoints() -> None:
     Trainer._save_checkpoint = _save_checkpoint
+
+
+def _device_and_ddp() -> None:
     Config._init_device = _init_device
     AbstractTrainer.__init__ = _trainer_init
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One mend: what it works around, and the function that applies it."""
+
+    name: str
+    problem: str
+    apply: Callable[[], None]
+
+
+PATCHES = (
+    Patch("anomaly_detection_off", "RecBole's SINE module switches on torch's autograd anomaly detection "
+          "process-wide on import (about 2x slower backward passes)", _anomaly_off),
+    Patch("safe_checkpoints", "torch >= 2.6 loads with weights_only=True and refuses RecBole's checkpoints, "
+          "which pickle its Config: Trainer.evaluate(load_best_model=True) fails", _safe_checkpoints),
+    Patch("device_and_ddp", "RecBole ignores use_gpu, hard-codes NCCL/CUDA in distributed mode and gives "
+          "DDP device_ids for CPU models", _device_and_ddp),
+)
+
+
+def apply() -> list[str]:
+    """Apply every patch of :data:`PATCHES` (idempotent); returns their names."""
+    for patch in PATCHES:
+        patch.apply()
+    return [patch.name for patch in PATCHES]

@@ -24,8 +24,8 @@ from recbole.config import Config
 
 #: model name -> (model module, trainer module, trainer class name)
 MODELS = {
-    "DELRec": ("recbole_delrec.model.delrec", "recbole_delrec.trainer", "DELRecTrainer"),
-    "TSLRec": ("recbole_delrec.model.tslrec", "recbole_delrec.tslrec.trainer", "TSLRecTrainer"),
+    "DELRec": ("recbole_delrec.delrec.model", "recbole_delrec.delrec.trainer", "DELRecTrainer"),
+    "TSLRec": ("recbole_delrec.tslrec.model", "recbole_delrec.tslrec.trainer", "TSLRecTrainer"),
 }
 
 
@@ -62,7 +62,11 @@ def _get_flops(model, *args, **kwargs):
 
 
 def register() -> None:
-    """Make RecBole's lookups find the plugin's models, trainers and YAML (idempotent)."""
+    """Mend RecBole (:mod:`recbole_delrec.compat`), then make its lookups find the plugin's
+    models, trainers and YAML (idempotent)."""
+    from recbole_delrec import compat
+
+    compat.apply()
     for name, (module_path, trainer_path, trainer_name) in MODELS.items():
         module = importlib.import_module(module_path)
         alias = f"recbole.model.sequential_recommender.{name.lower()}"

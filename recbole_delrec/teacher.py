@@ -22,7 +22,7 @@ from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import get_model, get_trainer, init_seed, set_color
 
-from recbole_delrec.artifacts import fingerprint, load_tensors, save_tensors
+from recbole_delrec.runs.artifacts import fingerprint, load_tensors, save_tensors
 from recbole_delrec.config import isolated_config
 
 GENERAL_KEYS = ("seed", "reproducibility", "use_gpu", "gpu_id", "state", "show_progress",

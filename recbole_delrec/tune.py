@@ -36,11 +36,12 @@ import numpy as np
 import pandas as pd
 import yaml
 from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import get_local_time, get_model, get_trainer, init_logger, init_seed
+from recbole.utils import get_local_time
 
 from recbole_delrec.compat import plain
 from recbole_delrec.config import hidden_command_line, isolated_config
+from recbole_delrec.registry import register
+from recbole_delrec.runs.startup import build, prepare_data
 
 SEARCHES = ("hyperopt", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
@@ -183,10 +184,10 @@ def objective_function(config_dict: dict[str, Any] | None = None, config_file_li
                        saved: bool = True) -> dict[str, Any]:
     """RecBole's ``objective_function`` for DELRec: ``HyperTuning(objective_function, ...)``.
 
-    Runs :func:`~recbole_delrec.quick_start.run_delrec` with the command line hidden (the
+    Runs :func:`~recbole_delrec.delrec.quick_start.run_delrec` with the command line hidden (the
     tuning script's own flags are no configuration) and returns RecBole's result dict.
     """
-    from recbole_delrec.quick_start import run_delrec
+    from recbole_delrec.delrec.quick_start import run_delrec
 
     values = whole_numbers(dict(config_dict or {}))
     model, dataset = _model_and_dataset(values, config_file_list)
@@ -207,14 +208,11 @@ def train_trial(params: dict[str, Any], model: str, dataset: str, base: dict[str
     from ray.air import session
 
     values = {**base, **_device_values(base), **whole_numbers(plain_value(params))}
+    register()
     config = isolated_config(model, dataset, values)
     _set_threads()
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    rec_model = get_model(model)(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], model)(config, rec_model)
+    started = build(config)
+    trainer, (train_data, valid_data, test_data) = started.trainer, started.splits
     callback = _validation_reporter(trainer, session.report)
     best_score, best_result = trainer.fit(train_data, valid_data, verbose=False, saved=True,
                                           show_progress=config["show_progress"], callback_fn=callback)
@@ -246,22 +244,13 @@ def _set_threads() -> None:
 def _validation_reporter(trainer: Any, report: Callable[[dict], None]) -> Callable[[int, float], None]:
     """``callback_fn`` for RecBole's ``fit``: report this epoch's validation (and the best so far).
 
-    RecBole's callback only receives the score; the metrics are taken from ``_valid_epoch``,
-    wrapped on this trainer instance only.
+    RecBole's callback only receives the score; the epoch's metrics are the last entry of the
+    trainer's ``valid_history``.
     """
-    latest: dict[str, Any] = {}
-    valid_epoch = trainer._valid_epoch
-
-    def recording_valid_epoch(*args: Any, **kwargs: Any) -> tuple[float, dict]:
-        score, result = valid_epoch(*args, **kwargs)
-        latest["result"] = dict(result)
-        return score, result
-
     def callback(epoch_idx: int, valid_score: float) -> None:
-        report({"epoch": epoch_idx + 1, METRIC: valid_score, "valid": latest["result"],
+        report({"epoch": epoch_idx + 1, METRIC: valid_score, "valid": dict(trainer.valid_history[-1]),
                 "best_valid_score": trainer.best_valid_score, "best_valid": dict(trainer.best_valid_result or {})})
 
-    trainer._valid_epoch = recording_valid_epoch
     return callback
 
 
@@ -275,6 +264,7 @@ def prepare_sweep(model: str, dataset: str, values: Mapping[str, Any]) -> tuple[
     """
     from recbole_delrec.teacher import load_or_train_teacher
 
+    register()
     config = isolated_config(model, dataset, values)
     if "stage" in config and str(config["stage"]) == "1":
         raise ValueError("A sweep ranks trials by their stage-2 validation score: set `stage` to 'all' or '2'.")
@@ -282,9 +272,7 @@ def prepare_sweep(model: str, dataset: str, values: Mapping[str, Any]) -> tuple[
     base["data_path"] = os.path.abspath(os.path.dirname(os.path.normpath(config["data_path"])))
     base["checkpoint_dir"] = os.path.abspath(config["checkpoint_dir"])
     config = isolated_config(model, dataset, base)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
+    train_data, valid_data, _ = prepare_data(config)
     load_or_train_teacher(config, train_data, valid_data)
     return base, config
 

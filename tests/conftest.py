@@ -10,12 +10,12 @@ import copy
 from pathlib import Path
 
 import pytest
-import recbole_delrec  # noqa: F401  (registers DELRec with RecBole)
+import recbole_delrec
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_delrec.config import isolated_config
-from recbole_delrec.model.delrec import DELRec
+from recbole_delrec.delrec.model import DELRec
 
 TINY_LLM = {
     "vocab_size": 600, "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2,
@@ -31,6 +31,8 @@ TINY = {
     "n_soft_tokens": 4, "history_length": 4, "max_prompt_tokens": 512,
 }
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+recbole_delrec.register()  # every test sees RecBole as the plugin's entry points leave it
 
 
 def tiny_dict(checkpoint_dir: Path, **overrides) -> dict:

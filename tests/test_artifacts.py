@@ -9,9 +9,9 @@ from peft import PeftModel
 from transformers import T5ForConditionalGeneration
 
 from recbole_delrec import run_delrec
-from recbole_delrec.artifacts import atomic_dir, atomic_write, load_tensors, save_tensors
+from recbole_delrec.runs.artifacts import atomic_dir, atomic_write, load_tensors, save_tensors
 from recbole_delrec.config import hidden_command_line, isolated_config
-from recbole_delrec.quick_start import _build
+from recbole_delrec.runs.startup import build
 from recbole_delrec.llm.adapters import add_adalora
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from tests.conftest import tiny_dict
@@ -119,7 +119,8 @@ def test_resume_reaches_the_uninterrupted_metrics(finished_run, tmp_path):
         raise Killed
 
     config = isolated_config("DELRec", "ml-100k", tiny_dict(saved, epochs=2))
-    model, trainer, (train, valid, _) = _build(config)
+    started = build(config)
+    model, trainer, (train, valid, _) = started.model, started.trainer, started.splits
     with pytest.raises(Killed):
         trainer.fit(train, valid, callback_fn=kill_after_first_epoch)
     with hidden_command_line():

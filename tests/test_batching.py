@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recbole_delrec.batching import bucketed_batches, padding_share
+from recbole_delrec.delrec.distill.batching import bucketed_batches, padding_share
 
 
 def _lengths(n: int = 1000) -> list[int]:

@@ -5,8 +5,8 @@ import torch
 
 from recbole_delrec import run_delrec
 from recbole_delrec.config import hidden_command_line
-from recbole_delrec.distill import SoftPromptDistiller
-from recbole_delrec.distill.weighting import task_weights
+from recbole_delrec.delrec.distill import SoftPromptDistiller
+from recbole_delrec.delrec.distill.weighting import task_weights
 from recbole_delrec.teacher import load_or_train_teacher, teacher_rank
 from tests.conftest import tiny_dict
 
@@ -80,7 +80,7 @@ def test_stage1_then_stage2_alone_reuse_saved_artefacts(tmp_path, saved_dir):
         first = run_delrec(config_dict={**values, "stage": 1})
         second = run_delrec(config_dict={**values, "stage": 2})
     assert "fidelity_distilled" in first["stage1_result"]
-    assert second["timings"]["stage1_seconds"] < first["timings"]["stage1_seconds"] / 2
+    assert second["stage1_result"] == first["stage1_result"]  # the saved soft prompt's record, reused
     assert list(saved_dir.glob("soft-prompt-ml-100k-SASRec-scratch-t5-*.pth"))
     assert "hit@1" in second["test_result"]
 

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from recbole_delrec import distributed, run_delrec
 from recbole_delrec.config import hidden_command_line
-from recbole_delrec.run_dir import RunDirectory
+from recbole_delrec.runs.folder import RunDirectory
 from tests.conftest import tiny_dict
 
 

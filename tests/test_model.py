@@ -6,8 +6,8 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_delrec.llm.adapters import ADAPTER_TAGS
-from recbole_delrec.model.delrec import DELRec
-from recbole_delrec.trainer import DELRecTrainer
+from recbole_delrec.delrec.model import DELRec
+from recbole_delrec.delrec.trainer import DELRecTrainer
 
 
 def _first_batch(loader):

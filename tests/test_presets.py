@@ -23,13 +23,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-import recbole_delrec  # noqa: F401  (registers DELRec and the plugin's YAML with RecBole)
+import recbole_delrec
+import tests.conftest  # noqa: F401  (registers DELRec and the plugin's YAML with RecBole)
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole_delrec.config import isolated_config
 from recbole_delrec.convert import convert_amazon2014
 from recbole_delrec.registry import PROPERTIES
-from recbole_delrec.text import ItemText, normalize_title
+from recbole_delrec.data.titles import ItemText, normalize_title
 
 
 def _minimal_write_raw(path: Path, lines: list[str], gz: bool = True) -> Path:

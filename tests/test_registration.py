@@ -1,4 +1,8 @@
-"""After `import recbole_delrec`, RecBole itself knows DELRec, its trainer and its YAML."""
+"""After `recbole_delrec.register()`, RecBole itself knows DELRec, its trainer and its YAML;
+before it, importing the plugin changes nothing in RecBole."""
+
+import subprocess
+import sys
 
 import torch
 from recbole.model.sequential_recommender import GRU4Rec
@@ -25,8 +29,36 @@ def test_plugin_yaml_is_merged_and_user_values_win(tmp_path):
     assert "teacher_model" not in plain  # other RecBole models are untouched
 
 
-def test_anomaly_detection_is_off_after_import():
+def test_anomaly_detection_is_off_after_register():
+    """compat's ``anomaly_detection_off``: RecBole's SINE import switches it on."""
     assert not torch.is_anomaly_enabled()
+
+
+IMPORT_ONLY = """
+import torch
+from recbole.config import Config
+from recbole.trainer import Trainer
+saved, init_device = Trainer._save_checkpoint, Config._init_device
+import recbole_delrec, recbole_delrec.llm.scoring, recbole_delrec.delrec.model, recbole_delrec.tslrec.model
+assert Trainer._save_checkpoint is saved and Config._init_device is init_device, "import patched RecBole"
+import recbole.utils
+assert recbole.utils.get_model.__module__ == "recbole.utils.utils"
+try:
+    recbole.utils.get_model("DELRec")
+except (ValueError, AttributeError, ImportError):  # RecBole imports optional libraries while looking
+    pass
+else:
+    raise AssertionError("DELRec is known to RecBole without register()")
+recbole_delrec.register()
+assert Trainer._save_checkpoint is not saved and not torch.is_anomaly_enabled()
+assert recbole.utils.get_model("DELRec") is recbole_delrec.DELRec
+print("ok")
+"""
+
+
+def test_importing_the_plugin_changes_nothing_until_register():
+    out = subprocess.run([sys.executable, "-c", IMPORT_ONLY], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 def test_recbole_checkpoints_load_safely(tiny_data, tmp_path):

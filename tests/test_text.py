@@ -6,7 +6,7 @@ import pytest
 from recbole.data import create_dataset
 
 from recbole_delrec.config import isolated_config
-from recbole_delrec.text import ItemText, normalize_title
+from recbole_delrec.data.titles import ItemText, normalize_title
 from tests.conftest import tiny_dict
 
 

@@ -15,14 +15,14 @@ from recbole.utils import init_seed
 from torch import nn
 from transformers.models.t5.modeling_t5 import T5Stack
 
-from recbole_delrec.artifacts import load_tensors
+from recbole_delrec.runs.artifacts import load_tensors
 from recbole_delrec.config import hidden_command_line, isolated_config
 from recbole_delrec.llm.backbone import load_backbone
-from recbole_delrec.model.tslrec import TSLRec
+from recbole_delrec.tslrec.model import TSLRec
 from recbole_delrec.tslrec.gated import GatedItemEmbedding, GroupedItemEmbedding
 from recbole_delrec.tslrec.grouping import item_groups, kmeans, preference_targets, user_sequences
 from recbole_delrec.tslrec.sft import PreferenceLLM, augment, tokenizer_corpus, train_sft, tslrec_template
-from recbole_delrec.tslrec_quick_start import run_tslrec
+from recbole_delrec.tslrec.quick_start import run_tslrec
 from tests.conftest import TINY_LLM, TINY_TEACHER, tiny_dict
 
 TINY_BACKBONE = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1, "embedding_size": 16}

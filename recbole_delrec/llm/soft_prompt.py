@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from recbole_delrec.artifacts import load_tensors, save_tensors
+from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 
 
 class SoftPrompt(nn.Module):

@@ -25,7 +25,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
-from recbole_delrec.artifacts import fingerprint, load_tensors, save_tensors
+from recbole_delrec.runs.artifacts import fingerprint, load_tensors, save_tensors
 from recbole_delrec.llm.backbone import load_backbone
 from recbole_delrec.teacher import cache_path, load_or_train_teacher, teacher_config
 from recbole_delrec.tslrec.grouping import item_groups, item_table, preference_targets, user_sequences
@@ -38,7 +38,7 @@ KNOWLEDGE_KEYS = ("seed", "teacher_model", "teacher_checkpoint", "llm_path", "ll
 
 
 class TSLRecTrainer(Trainer):
-    """Trainer for :class:`~recbole_delrec.model.tslrec.TSLRec`."""
+    """Trainer for :class:`~recbole_delrec.tslrec.model.TSLRec`."""
 
     def __init__(self, config, model) -> None:
         super().__init__(config, model)

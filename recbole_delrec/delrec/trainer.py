@@ -27,17 +27,17 @@ from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
 from recbole_delrec import distributed
-from recbole_delrec.artifacts import fingerprint, load_tensors, save_tensors
-from recbole_delrec.distill import SoftPromptDistiller
+from recbole_delrec.runs.artifacts import fingerprint, load_tensors, save_tensors
+from recbole_delrec.delrec.distill import SoftPromptDistiller
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
 from recbole_delrec.llm.backbone import SCRATCH
-from recbole_delrec.prefixes import latest_prefixes
-from recbole_delrec.run_dir import RunDirectory
+from recbole_delrec.data.prefixes import latest_prefixes
+from recbole_delrec.runs.folder import RunDirectory
 from recbole_delrec.teacher import load_or_train_teacher
 
 
 class DELRecTrainer(Trainer):
-    """Trainer for :class:`~recbole_delrec.model.delrec.DELRec`."""
+    """Trainer for :class:`~recbole_delrec.delrec.model.DELRec`."""
 
     def __init__(self, config, model) -> None:
         super().__init__(config, model)

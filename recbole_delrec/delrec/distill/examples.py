@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recbole_delrec.candidates import CandidateSampler
+from recbole_delrec.data.candidates import CandidateSampler
 from recbole_delrec.teacher import teacher_rank
 
 CHUNK = 512  # histories ranked by the teacher at once (bounds the score matrix in memory)

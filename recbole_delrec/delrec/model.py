@@ -7,7 +7,7 @@
     -> decoder scores every candidate's full title in one batch
     -> softmax cross-entropy over candidates (train) / per-row scores (RecBole evaluation)
 
-The soft prompt is trained in stage 1 (:mod:`recbole_delrec.distill`) and frozen here; the
+The soft prompt is trained in stage 1 (:mod:`recbole_delrec.delrec.distill`) and frozen here; the
 LLM is adapted with AdaLoRA.  The teacher (a RecBole model) is attached by the trainer and
 kept out of this model's ``state_dict``: checkpoints hold only what DELRec trains.
 """
@@ -24,14 +24,14 @@ from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 
-from recbole_delrec.candidates import CandidateSampler
+from recbole_delrec.data.candidates import CandidateSampler, candidates_per_prompt
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
 from recbole_delrec.llm.backbone import SCRATCH, Backbone, load_backbone, set_speed_options
 from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
-from recbole_delrec.prefixes import latest_prefix_rows
+from recbole_delrec.data.prefixes import latest_prefix_rows
 from recbole_delrec.prompts import PromptBuilder, domain_words, load_template
-from recbole_delrec.text import ItemText
+from recbole_delrec.data.titles import ItemText
 
 TASKS = ("lsr", "rps", "ta")
 
@@ -68,7 +68,7 @@ class DELRec(SequentialRecommender):
         )
         self.llm = add_adalora(backbone.model, self._adalora_options(config, backbone), self._total_steps(config, dataset))
         self.scorer = CandidateScorer(title_ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
-        self.sampler = CandidateSampler.from_dataset(dataset, config["n_candidates"], self.seed)
+        self.sampler = CandidateSampler.from_dataset(dataset, candidates_per_prompt(config), self.seed)
         self.train_rng = np.random.default_rng(self.seed)
         self.teacher: SequentialRecommender | None = None
 

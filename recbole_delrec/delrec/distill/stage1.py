@@ -21,10 +21,10 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_delrec import distributed
-from recbole_delrec.batching import bucketed_batches, padding_share
-from recbole_delrec.distill.examples import RPSExample, TAExample, rps_examples, ta_examples
-from recbole_delrec.distill.weighting import task_weights
-from recbole_delrec.prefixes import latest_prefix_rows
+from recbole_delrec.delrec.distill.batching import bucketed_batches, padding_share
+from recbole_delrec.delrec.distill.examples import RPSExample, TAExample, rps_examples, ta_examples
+from recbole_delrec.delrec.distill.weighting import task_weights
+from recbole_delrec.data.prefixes import latest_prefix_rows
 
 TASK_NAMES = ("ta", "rps")
 

@@ -3,26 +3,26 @@
 Same steps and logging as RecBole's quick start (Config -> dataset -> split -> model ->
 trainer.fit -> trainer.evaluate), plus what a DELRec user needs at the end: the teacher
 evaluated on exactly the same test candidates, both rows printed side by side, the time of
-each stage, and the run's folder (see :mod:`recbole_delrec.run_dir`).  ``load`` evaluates a
+each stage, and the run's folder (see :mod:`recbole_delrec.runs.folder`).  ``load`` evaluates a
 finished run folder without training, ``resume`` continues an interrupted one, and
 ``explain`` prints one user's prompt and both rankings.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from logging import getLogger
 from typing import Any
 
 from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
-from tabulate import tabulate
+from recbole.utils import set_color
 
-from recbole_delrec.artifacts import save_json
-from recbole_delrec.explain import explain as explain_user
-from recbole_delrec.run_dir import RunDirectory
+from recbole_delrec.delrec.explain import explain as explain_user
+from recbole_delrec.registry import register
+from recbole_delrec.runs.artifacts import save_json
+from recbole_delrec.runs.folder import RunDirectory
+from recbole_delrec.runs.startup import Started, build
+from recbole_delrec.runs.tables import side_by_side
 from recbole_delrec.teacher import teacher_class, teacher_config
 
 
@@ -54,25 +54,24 @@ def run_delrec(
                           load=load, resume=resume, explain=explain)
         return _spawn(nproc, {**(config_dict or {}), **distributed_values}, run_kwargs)
     start = time.time()
-    config_dict = dict(config_dict or {})
-    if load:
-        config_dict = {**RunDirectory.open(load).user_values(), **_loaded_llm(load), **config_dict}
-    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    rec_model, trainer, (train_data, valid_data, test_data) = _build(config)
+    register()
     logger = getLogger()
-
     if load:
-        _attach_finished_run(rec_model, trainer, config, load, train_data._dataset)
+        started = load_run(load, model, dataset, config_file_list, config_dict)
         best_valid_score, best_valid_result = None, None
     else:
+        config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
+                        config_dict=dict(config_dict or {}))
+        started = build(config)
         if resume:
-            trainer.resume_checkpoint(resume)
-        best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+            started.trainer.resume_checkpoint(resume)
+        best_valid_score, best_valid_result = started.trainer.fit(
+            started.train_data, started.valid_data, saved=saved, show_progress=config["show_progress"]
         )
-        if trainer.stage == "1":
-            logger.info(set_color("stage 1 result", "yellow") + f": {trainer.stage1_result}")
-            return {"stage1_result": trainer.stage1_result, "timings": trainer.timings}
+        if started.trainer.stage == "1":
+            logger.info(set_color("stage 1 result", "yellow") + f": {started.trainer.stage1_result}")
+            return {"stage1_result": started.trainer.stage1_result, "timings": started.trainer.timings}
+    config, rec_model, trainer, test_data = started.config, started.model, started.trainer, started.test_data
 
     test_start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved or bool(load), show_progress=config["show_progress"])
@@ -119,27 +118,24 @@ def _run_rank(rank: int, config_dict: dict[str, Any], run_kwargs: dict[str, Any]
         queue.put(result)
 
 
-def prepare_data(config: Config):
-    """RecBole's own first steps: seed, logger, data set, split (train, valid, test loaders)."""
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    logger = getLogger()
-    logger.info(sys.argv)
-    logger.info(config)
-    data = create_dataset(config)
-    logger.info(data)
-    return data_preparation(config, data)
+def load_run(
+    run_dir: str,
+    model: str = "DELRec",
+    dataset: str = "ml-100k",
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+) -> Started:
+    """A finished run folder, rebuilt through the one start-up with nothing trained.
 
-
-def _build(config: Config):
-    """RecBole's own steps: data (see :func:`prepare_data`), model, trainer."""
-    logger = getLogger()
-    splits = prepare_data(config)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    rec_model = get_model(config["model"])(config, splits[0]._dataset).to(config["device"])
-    logger.info(rec_model)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, rec_model)
-    return rec_model, trainer, splits
+    The run's own values (and its scratch LLM) come first; ``config_file_list``,
+    ``config_dict`` and the command line win over them.
+    """
+    register()
+    values = {**RunDirectory.open(run_dir).user_values(), **_loaded_llm(run_dir), **(config_dict or {})}
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=values)
+    started = build(config)
+    _attach_finished_run(started.model, started.trainer, config, run_dir, started.train_data._dataset)
+    return started
 
 
 def _loaded_llm(load: str) -> dict[str, Any]:
@@ -159,15 +155,6 @@ def _attach_finished_run(rec_model, trainer, config: Config, load: str, train_da
     rec_model.attach_teacher(teacher.to(config["device"]).eval())
     trainer.run = run
     trainer.saved_model_file = str(run.best)
-
-
-def side_by_side(rows: dict[str, dict[str, float]]) -> str:
-    """A metric table, one row per model, the way RecBole users compare models."""
-    metrics = list(next(iter(rows.values())))
-    return tabulate(
-        [[name] + [values[m] for m in metrics] for name, values in rows.items()],
-        headers=["model"] + metrics, floatfmt=".4f",
-    )
 
 
 def _report(config: Config, result: dict[str, Any]) -> None:

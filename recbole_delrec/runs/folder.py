@@ -21,7 +21,7 @@ from pathlib import Path
 
 from recbole.utils import get_local_time
 
-from recbole_delrec.artifacts import atomic_dir, load_tensors, save_json
+from recbole_delrec.runs.artifacts import atomic_dir, load_tensors, save_json
 from recbole_delrec.compat import plain
 
 

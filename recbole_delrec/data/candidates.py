@@ -17,6 +17,11 @@ from recbole.data.dataset import Dataset
 PHASES = {"train": 0, "valid": 1, "test": 2, "stage1": 3}
 
 
+def candidates_per_prompt(config) -> int:
+    """How many candidates every prompt lists, the target included: the one place that decides."""
+    return config["n_candidates"]
+
+
 class CandidateSampler:
     """Draws ``n_candidates - 1`` negatives per (user, target) outside the user's history."""
 

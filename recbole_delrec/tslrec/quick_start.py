@@ -24,9 +24,11 @@ from typing import Any
 from recbole.config import Config
 from recbole.utils import get_local_time, init_seed, set_color
 
-from recbole_delrec.artifacts import save_json
-from recbole_delrec.model.tslrec import VARIANTS, TSLRec
-from recbole_delrec.quick_start import prepare_data, side_by_side
+from recbole_delrec.runs.artifacts import save_json
+from recbole_delrec.tslrec.model import VARIANTS, TSLRec
+from recbole_delrec.registry import register
+from recbole_delrec.runs.startup import prepare_data
+from recbole_delrec.runs.tables import side_by_side
 from recbole_delrec.tslrec.trainer import TSLRecTrainer
 
 ROW_NAMES = {"base": "{}", "ci": "{} + CI", "tslrec": "{} + TSLRec"}
@@ -50,6 +52,7 @@ def run_tslrec(
     if unknown or not variants:
         raise ValueError(f"variants {list(variants)} must be a non-empty selection of {list(VARIANTS)}.")
     start = time.time()
+    register()
     config = Config(model="TSLRec", dataset=dataset, config_file_list=config_file_list,
                     config_dict={**(config_dict or {}), "backbone": backbone})
     train_data, valid_data, test_data = prepare_data(config)
