@@ -6,7 +6,7 @@
 * DELRec against another model, users paired (both ranked the same users' targets):
   graded metrics (NDCG, MRR) by the Wilcoxon signed-rank test on per-user differences (no
   normality assumed; many users tie at 0 and it drops them, as Wilcoxon's method does);
-  Hit@k by the sign test on discordant users, which for 0/1 outcomes *is* the exact
+  Hit@k (and any metric at @1, also 0/1) by the sign test on discordant users, which for 0/1 outcomes *is* the exact
   McNemar test; with several seeds each user's outcome is first averaged over seeds and the
   same two tests run on those means (the sign test then on the signs of the mean differences).
   Identical outcomes give difference 0 and p = 1 by definition.
@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
+
+from recbole_delrec.evaluation.outcomes import parse_metric
 
 ALPHA = 0.05
 
@@ -113,8 +115,10 @@ def wilcoxon_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
 
 
 def paired_test(metric: str, a: np.ndarray, b: np.ndarray, seeds: int = 1) -> PairedTest:
-    """The test this module uses for ``metric``: sign/McNemar for Hit, Wilcoxon otherwise."""
-    if metric.lower().startswith("hit"):
+    """The test this module uses for ``metric``: sign/McNemar for 0/1 outcomes (Hit@k, any
+    metric at @1), Wilcoxon for graded ones."""
+    name, k = parse_metric(metric)
+    if name == "hit" or k == 1:
         name = "exact McNemar (sign test on discordant users)" if seeds == 1 else "sign test on per-user seed means"
         return sign_test(a, b, name)
     return wilcoxon_test(a, b)

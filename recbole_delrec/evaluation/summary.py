@@ -132,12 +132,12 @@ def summary_table(summary: dict[str, Any]) -> str:
     interval = first[metrics[0]]["interval"]
     lines = [f"{summary['dataset']} ({summary['mode']}), {summary['users']} test users, seeds {summary['seeds']}; "
              f"± = 95% interval half-width ({interval})",
-             tabulate(rows, headers=["model", *metrics], disablenumparse=True)]
+             tabulate(rows, headers=["model", *metrics], disable_numparse=True)]
     tests = [[f"DELRec vs {summary['names'][other]}", metric, f"{t['difference']:+.4f}", f"{t['pvalue']:.3g}", t["verdict"]]
              for other, per_metric in summary["tests"].items() for metric, t in per_metric.items()]
     if tests:
         lines += ["", "paired tests, users paired (difference = DELRec - other):",
-                  tabulate(tests, headers=["comparison", "metric", "difference", "p", "verdict"], disablenumparse=True)]
+                  tabulate(tests, headers=["comparison", "metric", "difference", "p", "verdict"], disable_numparse=True)]
     return "\n".join(lines)
 
 
