@@ -18,6 +18,7 @@ from recbole.utils import get_local_time
 
 from recbole_delrec.config import hidden_command_line, isolated_config
 from recbole_delrec.evaluation.summary import summarise, summary_table
+from recbole_delrec.registry import register
 from recbole_delrec.tune import external_values
 
 
@@ -46,6 +47,7 @@ def requested_seeds(model: str, dataset: str, config_file_list: list[str] | None
     value = cli_value if cli_value is not None else values.get("seeds")
     if value is None:
         return None
+    register()  # the Config below must know DELRec
     return resolve_seeds(value, isolated_config(model, dataset, values, config_file_list)["seed"])
 
 
