@@ -11,6 +11,12 @@ runs the second model (plain backbone, CI variant and TSLRec side by side).
 ``--nproc=N`` trains with N processes under RecBole's distributed mode (DDP: one GPU each,
 or gloo on the CPU); ``--world_size``, ``--ip``, ``--port``, ``--group_offset`` span machines.
 
+Evidence (docs/evidence.md): ``--seeds=N`` (or a ``seeds:`` list) runs the whole pipeline once
+per seed and summarises the seeds (intervals, paired tests, buckets); ``--load=<run dir>
+--candidate_orders=P`` measures candidate-order sensitivity of a finished run; ``--report``
+writes the Markdown report of the run folders given to ``--load`` (space-separated) or of the
+seeds just run.
+
 With ``--tune=<space file>`` it runs a Ray Tune sweep instead (see docs/tuning.md); the other
 ``--key=value`` overrides then apply to every trial.
 """
@@ -30,6 +36,12 @@ def main() -> None:
     parser.add_argument("--resume", default=None, help="continue an interrupted run folder")
     parser.add_argument("--explain", default=None, help="a user id (atomic-file token) to explain")
     parser.add_argument("--backbone", default="SASRec", help="TSLRec: the RecBole backbone to enhance")
+    proof = parser.add_argument_group("evidence (docs/evidence.md)")
+    proof.add_argument("--seeds", default=None, help="N seeds (seed .. seed+N-1) or a list '[1,2,3]'")
+    proof.add_argument("--candidate_orders", type=int, default=None,
+                          help="with --load: re-score the test prompts under P candidate orders; "
+                               "without: the evaluation option (mean score over P orders)")
+    proof.add_argument("--report", action="store_true", help="write the report of the runs (--load or --seeds)")
     ddp = parser.add_argument_group("distributed training (RecBole's options; one process per GPU)")
     ddp.add_argument("--nproc", type=int, default=1, help="processes on this machine")
     ddp.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
@@ -55,9 +67,44 @@ def main() -> None:
 
         run_tslrec(dataset=args.dataset, backbone=args.backbone, config_file_list=files)
     else:
+        evidence(args, files)
+
+
+def evidence(args: argparse.Namespace, files) -> None:
+    """DELRec: one run, several seeds, an order analysis of a finished run, and the report."""
+    from recbole_delrec.evaluation.seeds import requested_seeds, run_seeds
+
+    if args.candidate_orders is not None and not args.load:
+        sys.argv.append(f"--candidate_orders={args.candidate_orders}")  # the evaluation option
+    seeds = None if args.load else requested_seeds(args.model, args.dataset, files, args.seeds, sys.argv[1:])
+    if args.load and (args.candidate_orders is not None or args.report):
+        loaded(args, files)
+    elif seeds:
+        summary = run_seeds(seeds, model=args.model, dataset=args.dataset, config_file_list=files)
+        if args.report:
+            report(summary["run_dirs"], summary["summary_dir"])
+    else:
         run_delrec(model=args.model, dataset=args.dataset, config_file_list=files,
                    load=args.load, resume=args.resume, explain=args.explain, nproc=args.nproc,
                    world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
+
+
+def loaded(args: argparse.Namespace, files) -> None:
+    """``--load`` with ``--candidate_orders`` (order analysis) and/or ``--report``."""
+    run_dirs = args.load.split()
+    if args.candidate_orders is not None:
+        from recbole_delrec.evaluation.order import analyse_run, order_table
+
+        for run_dir in run_dirs:
+            print(order_table(analyse_run(run_dir, args.candidate_orders, args.model, args.dataset, files)))
+    if args.report:
+        report(run_dirs, None)
+
+
+def report(run_dirs: list[str], out_dir) -> None:
+    from recbole_delrec.report import write_report
+
+    print(f"report: {write_report(run_dirs, out_dir)}")
 
 
 def tune(args: argparse.Namespace, files, rest) -> None:

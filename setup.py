@@ -27,6 +27,8 @@ setup(
         "tokenizers>=0.19",
         "sentencepiece",
         "tabulate",
+        # the evidence report's PNG pictures (plotly, a RecBole dependency, draws the HTML ones)
+        "matplotlib",
         "filelock",
         # RecBole 1.2.1 pins ray<=2.6.3; that ray needs pkg_resources (setuptools<81).
         "ray[tune]==2.6.3",

@@ -49,6 +49,7 @@ class DELRec(SequentialRecommender):
         self.n_soft = config["n_soft_tokens"]
         self.seed = config["seed"]
         self.rerank_k = config["rerank_k"]
+        self.candidate_orders = config["candidate_orders"]
         self.item_text = ItemText.from_dataset(dataset, config["title_field"], config["title_year_field"])
         templates = {t: load_template(t, config["domain"], config["prompt_template_dir"]) for t in TASKS}
         backbone = load_backbone(
@@ -137,19 +138,25 @@ class DELRec(SequentialRecommender):
         """Scores of RecBole's (user, item) rows; rows of one user/history form one prompt.
 
         Each group's distinct items become that prompt's candidates, in a seeded shuffle so
-        that RecBole's positive-first row order cannot leak into the prompt.
+        that RecBole's positive-first row order cannot leak into the prompt.  With
+        ``candidate_orders`` P > 1 every prompt is scored under P seeded orders and each item
+        gets its mean score: the LLM's position bias averages out, at P times the cost.
         """
         starts = _group_starts(interaction[self.USER_ID], interaction[self.ITEM_SEQ])
         items = interaction[self.POS_ITEM_ID].cpu()
         bounds = list(zip(starts, starts[1:] + [len(items)]))
-        groups = [self.prompt_order(items[a:b], int(interaction[self.USER_ID][a])) for a, b in bounds]
-        width = max(len(g) for g in groups)
-        candidates = torch.zeros(len(groups), width, dtype=torch.long)
+        users = [int(interaction[self.USER_ID][a]) for a, _ in bounds]
+        histories = self.histories(interaction[torch.as_tensor(starts)])
+        per_order = [self._predict_in_order(histories, items, bounds, users, k) for k in range(self.candidate_orders)]
+        return torch.stack(per_order).mean(dim=0)
+
+    def _predict_in_order(self, histories, items: torch.Tensor, bounds, users: list[int], order: int) -> torch.Tensor:
+        """Per-row scores with every prompt listing its candidates in its ``order``-th order."""
+        groups = [self.prompt_order(items[a:b], user, order) for (a, b), user in zip(bounds, users)]
+        candidates = torch.zeros(len(groups), max(len(g) for g in groups), dtype=torch.long)
         for row, group in enumerate(groups):
             candidates[row, : len(group)] = group
-        first_rows = interaction[torch.as_tensor(starts)]
-        scores = self.score_candidates(self.histories(first_rows), candidates)
-        return _scatter_back(scores, candidates, items, bounds)
+        return _scatter_back(self.score_candidates(histories, candidates), candidates, items, bounds)
 
     def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
         """Scores of every item: teacher retrieval, then LLM re-ranking of its top ``rerank_k``.
@@ -170,10 +177,15 @@ class DELRec(SequentialRecommender):
         base = teacher_scores.max(dim=1, keepdim=True).values + 1
         return teacher_scores.scatter(1, top, base + llm - llm.min(dim=1, keepdim=True).values)
 
-    def prompt_order(self, items: torch.Tensor, user: int) -> torch.Tensor:
-        """The distinct items in the order this user's prompt lists them (seeded by user)."""
+    def prompt_order(self, items: torch.Tensor, user: int, order: int = 0) -> torch.Tensor:
+        """The distinct items in the order this user's prompt lists them (seeded by user).
+
+        ``order`` k > 0 gives the k-th alternative order (candidate-order sensitivity and the
+        ``candidate_orders`` mean); order 0 is the one every evaluation uses.
+        """
         unique = torch.as_tensor(list(dict.fromkeys(items.tolist())), dtype=torch.long)
-        perm = np.random.default_rng([self.seed, user]).permutation(len(unique))
+        key = [self.seed, user] if order == 0 else [self.seed, user, order]
+        perm = np.random.default_rng(key).permutation(len(unique))
         return unique[torch.as_tensor(perm)]
 
     # ------------------------------------------------------------------ checkpoints

@@ -1,0 +1,1 @@
+"""Evidence about a finished run: per-user records, statistics, breakdowns, order sensitivity."""

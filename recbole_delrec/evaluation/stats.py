@@ -1,0 +1,124 @@
+"""Statistics a reviewer asks for: spread across seeds, intervals over users, paired tests.
+
+* Across seeds: mean, sample standard deviation and a 95% Student-t interval of the mean
+  (few seeds, unknown variance: t, not normal).
+* Over users (one seed): a seeded percentile bootstrap of the mean, resampling users.
+* DELRec against another model, users paired (both ranked the same users' targets):
+  graded metrics (NDCG, MRR) by the Wilcoxon signed-rank test on per-user differences (no
+  normality assumed; many users tie at 0 and it drops them, as Wilcoxon's method does);
+  Hit@k (and any metric at @1, also 0/1) by the sign test on discordant users, which for 0/1 outcomes *is* the exact
+  McNemar test; with several seeds each user's outcome is first averaged over seeds and the
+  same two tests run on those means (the sign test then on the signs of the mean differences).
+  Identical outcomes give difference 0 and p = 1 by definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+from recbole_delrec.evaluation.outcomes import parse_metric
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, sample std and 95% half-width of a few values (``ci95`` is None for one value)."""
+
+    mean: float
+    std: float
+    ci95: float | None
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def across_seeds(values: list[float] | np.ndarray) -> Spread:
+    """Student-t 95% interval of the mean of per-seed values: mean +- t(0.975, n-1) * s / sqrt(n)."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("across_seeds needs at least one value (one per seed).")
+    if v.size == 1:
+        return Spread(float(v[0]), 0.0, None, 1)
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.975, v.size - 1) * std / np.sqrt(v.size))
+    return Spread(float(v.mean()), std, half, int(v.size))
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:
+    """Percentile 95% bootstrap interval of the mean, resampling users with a seeded generator."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """One paired comparison of per-user outcomes ``a`` (DELRec) against ``b``."""
+
+    test: str
+    users: int
+    difference: float  # mean(a - b) over users
+    statistic: float
+    pvalue: float
+
+    @property
+    def significant(self) -> bool:
+        return self.pvalue < ALPHA
+
+    @property
+    def verdict(self) -> str:
+        word = "significant" if self.significant else "not significant"
+        return f"{word} at {ALPHA} (p = {self.pvalue:.3g}, {self.test})"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "significant": self.significant, "verdict": self.verdict}
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"Paired outcomes need one value per user on both sides; got shapes {a.shape} and {b.shape}.")
+    return a, b
+
+
+def sign_test(a: np.ndarray, b: np.ndarray, name: str = "sign test") -> PairedTest:
+    """Two-sided exact binomial test on the users where ``a`` and ``b`` differ (ties dropped).
+
+    On 0/1 outcomes (Hit@k of one seed) the differing users are McNemar's discordant pairs and
+    this is the exact McNemar test.
+    """
+    a, b = _paired(a, b)
+    d = a - b
+    wins, losses = int((d > 0).sum()), int((d < 0).sum())
+    p = 1.0 if wins + losses == 0 else float(stats.binomtest(wins, wins + losses, 0.5).pvalue)
+    return PairedTest(name, int(a.size), float(d.mean()) if d.size else 0.0, float(wins), min(p, 1.0))
+
+
+def wilcoxon_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
+    """Two-sided Wilcoxon signed-rank test on per-user differences (zero differences dropped)."""
+    a, b = _paired(a, b)
+    d = a - b
+    if not np.any(d != 0):
+        return PairedTest("Wilcoxon signed-rank", int(a.size), 0.0, 0.0, 1.0)
+    result = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
+    return PairedTest("Wilcoxon signed-rank", int(a.size), float(d.mean()), float(result.statistic),
+                      min(float(result.pvalue), 1.0))
+
+
+def paired_test(metric: str, a: np.ndarray, b: np.ndarray, seeds: int = 1) -> PairedTest:
+    """The test this module uses for ``metric``: sign/McNemar for 0/1 outcomes (Hit@k, any
+    metric at @1), Wilcoxon for graded ones."""
+    name, k = parse_metric(metric)
+    if name == "hit" or k == 1:
+        name = "exact McNemar (sign test on discordant users)" if seeds == 1 else "sign test on per-user seed means"
+        return sign_test(a, b, name)
+    return wilcoxon_test(a, b)

@@ -1,0 +1,164 @@
+"""The evidence over finished run folders (one per seed): one summary a reviewer can check.
+
+:func:`summarise` reads each folder's per-user records and gives, per model and metric, the
+mean, standard deviation and 95% interval (Student t across seeds; with one seed a bootstrap
+over users), DELRec's paired test against every other row (users paired, see
+:mod:`~recbole_delrec.evaluation.stats`), both user breakdowns
+(:mod:`~recbole_delrec.evaluation.buckets`), the candidate-order analysis where a folder has
+one (:mod:`~recbole_delrec.evaluation.order`), and test time per user.  It works on any list
+of finished folders, so the seeds command and the report share it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from recbole_delrec.evaluation.buckets import bucket_table, user_buckets
+from recbole_delrec.evaluation.outcomes import metric_names, model_keys, outcome
+from recbole_delrec.evaluation.records import load_records
+from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci, paired_test
+from recbole_delrec.runs.artifacts import atomic_write, save_json
+
+ORDER_FILE = "order.json"
+EVIDENCE_KEYS = ("activity_edges", "popularity_edges", "cold_item_max")
+
+
+def load_runs(run_dirs: list[str | Path]) -> tuple[list[pd.DataFrame], list[dict], list[Path]]:
+    """Records of every folder, rows aligned on the same users; a clear error if they differ."""
+    if not run_dirs:
+        raise ValueError("Give at least one finished run folder.")
+    paths = [Path(p) for p in run_dirs]
+    loaded = [load_records(p) for p in paths]
+    frames = [frame.sort_values("user", kind="stable").reset_index(drop=True) for frame, _ in loaded]
+    metas = [meta for _, meta in loaded]
+    for path, frame, meta in zip(paths[1:], frames[1:], metas[1:]):
+        if meta["dataset"] != metas[0]["dataset"] or meta["mode"] != metas[0]["mode"]:
+            raise ValueError(f"'{path}' is a {meta['dataset']}/{meta['mode']} run, '{paths[0]}' a "
+                             f"{metas[0]['dataset']}/{metas[0]['mode']} run: summarise runs of one setting only.")
+        if not frame["user"].equals(frames[0]["user"]) or model_keys(frame) != model_keys(frames[0]):
+            raise ValueError(f"'{path}' and '{paths[0]}' tested different users or models: seeds of one "
+                             f"setting test the same users with the same models.")
+    return frames, metas, paths
+
+
+def summarise(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> dict[str, Any]:
+    """The summary of ``run_dirs``; with ``out_dir``, also ``summary.json`` and ``summary.txt`` there."""
+    frames, metas, paths = load_runs(run_dirs)
+    meta, models = metas[0], model_keys(frames[0])
+    metrics = metric_names(meta["metrics"], meta["topk"])
+    options = _evidence_options(paths[0])
+    seed = int(meta.get("seed", 0))
+    summary = {
+        "dataset": meta["dataset"], "mode": meta["mode"], "n_candidates": meta.get("n_candidates"),
+        "seeds": [m.get("seed") for m in metas], "run_dirs": [str(p) for p in paths],
+        "users": len(frames[0]), "names": {m: meta["models"].get(m, m) for m in models},
+        "metrics": {m: {metric: _model_metric(frames, m, metric, seed) for metric in metrics} for m in models},
+        "tests": _tests(frames, models, metrics),
+        "buckets": {b.kind: {"edges": b.edges, "rows": bucket_table(frames, b, models, metrics, seed)}
+                    for b in user_buckets(frames[0], options)},
+        "order": [json.loads((p / ORDER_FILE).read_text()) for p in paths if (p / ORDER_FILE).is_file()],
+        "timings": _timings(paths, models, len(frames[0])),
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        save_json(summary, out / "summary.json")
+        text = summary_table(summary)
+        atomic_write(out / "summary.txt", lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    return summary
+
+
+def _evidence_options(run_dir: Path) -> dict[str, Any]:
+    """The run's own evidence settings (``config.json``), so a report cuts buckets like the run."""
+    config = run_dir / "config.json"
+    final = json.loads(config.read_text(encoding="utf-8")).get("final", {}) if config.is_file() else {}
+    return {k: final[k] for k in EVIDENCE_KEYS if final.get(k) is not None}
+
+
+def _model_metric(frames: list[pd.DataFrame], model: str, metric: str, seed: int) -> dict[str, Any]:
+    """Mean, std, 95% interval and per-seed values of one model's metric."""
+    per_user = [outcome(f[f"rank.{model}"].to_numpy(), metric) for f in frames]
+    spread = across_seeds([v.mean() for v in per_user]).as_dict()
+    if len(frames) == 1:
+        low, high = bootstrap_ci(per_user[0], seed)
+        spread.update(ci95=(high - low) / 2, low=low, high=high, interval="bootstrap over users")
+    else:
+        spread.update(low=spread["mean"] - spread["ci95"], high=spread["mean"] + spread["ci95"],
+                      interval="Student t across seeds")
+    return {**spread, "per_seed": [float(v.mean()) for v in per_user]}
+
+
+def _tests(frames: list[pd.DataFrame], models: list[str], metrics: list[str]) -> dict[str, dict]:
+    """DELRec against every other model, per metric, on per-user outcomes averaged over seeds."""
+    if "delrec" not in models:
+        return {}
+
+    def user_means(model: str, metric: str) -> np.ndarray:
+        return np.mean([outcome(f[f"rank.{model}"].to_numpy(), metric) for f in frames], axis=0)
+
+    return {
+        other: {metric: paired_test(metric, user_means("delrec", metric), user_means(other, metric),
+                                    len(frames)).as_dict() for metric in metrics}
+        for other in models if other != "delrec"
+    }
+
+
+def _timings(paths: list[Path], models: list[str], users: int) -> dict[str, Any]:
+    """Test milliseconds per user of each model (mean over seeds) and stage 2's peak memory."""
+    results = [json.loads((p / "result.json").read_text(encoding="utf-8")) for p in paths]
+    keys = {"delrec": "test_seconds", **{m: f"{m}_test_seconds" for m in models if m != "delrec"}}
+    out: dict[str, Any] = {}
+    for model, key in keys.items():
+        seconds = [r["timings"][key] for r in results if key in r.get("timings", {})]
+        if seconds:
+            out[f"{model}.test_ms_per_user"] = 1000 * float(np.mean(seconds)) / users
+    peaks = [r["memory"]["stage2_peak_rss_gib"] for r in results if "stage2_peak_rss_gib" in r.get("memory", {})]
+    if peaks:
+        out["delrec.stage2.peak_rss_gib"] = float(max(peaks))
+    return out
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The main table (mean +- 95% half-width per metric) and DELRec's tests, as plain text."""
+    first = next(iter(summary["metrics"].values()))
+    metrics = list(first)
+    rows = [[summary["names"][m]] + [f"{v[k]['mean']:.4f} ± {v[k]['ci95'] or 0:.4f}" for k in metrics]
+            for m, v in summary["metrics"].items()]
+    interval = first[metrics[0]]["interval"]
+    lines = [f"{summary['dataset']} ({summary['mode']}), {summary['users']} test users, seeds {summary['seeds']}; "
+             f"± = 95% interval half-width ({interval})",
+             tabulate(rows, headers=["model", *metrics], disable_numparse=True)]
+    tests = [[f"DELRec vs {summary['names'][other]}", metric, f"{t['difference']:+.4f}", f"{t['pvalue']:.3g}", t["verdict"]]
+             for other, per_metric in summary["tests"].items() for metric, t in per_metric.items()]
+    if tests:
+        lines += ["", "paired tests, users paired (difference = DELRec - other):",
+                  tabulate(tests, headers=["comparison", "metric", "difference", "p", "verdict"], disable_numparse=True)]
+    return "\n".join(lines)
+
+
+def evidence_records(summary: dict[str, Any]) -> dict[str, float]:
+    """The flat figures the benchmarks record (prefix added by the caller, e.g. ``ml100k.evidence.``)."""
+    out: dict[str, float] = {"seeds": len(summary["seeds"])}
+    for model, per_metric in summary["metrics"].items():
+        for metric, v in per_metric.items():
+            out[f"{model}.{metric}.mean"] = v["mean"]
+            out[f"{model}.{metric}.ci95"] = v["ci95"]
+    for other, per_metric in summary["tests"].items():
+        for metric, t in per_metric.items():
+            out[f"delrec_vs_{other}.{metric}.pvalue"] = t["pvalue"]
+    for kind in summary["buckets"].values():
+        for row in kind["rows"]:
+            out[f"buckets.{row['name']}.users"] = row["users"]
+            for model, per_metric in row["models"].items():
+                for metric, v in per_metric.items():
+                    if v["mean"] is not None:
+                        out[f"buckets.{row['name']}.{model}.{metric}"] = v["mean"]
+    if summary["order"]:
+        out.update({f"order.{k}": v for k, v in summary["order"][0]["records"].items()})
+    out.update(summary["timings"])
+    return out

@@ -1,0 +1,43 @@
+"""Candidate-order sensitivity and mean-of-orders scoring on the tiny real DELRec."""
+
+import pytest
+import torch
+
+from recbole_delrec.delrec.trainer import DELRecTrainer
+from recbole_delrec.evaluation.order import check_orders, order_sensitivity
+
+
+def test_orders_are_permutations_and_order_zero_is_the_evaluations(tiny_model):
+    items = torch.arange(1, 21)
+    orders = [tiny_model.prompt_order(items, 5, k) for k in range(4)]
+    assert all(sorted(o.tolist()) == items.tolist() for o in orders)
+    assert torch.equal(orders[0], tiny_model.prompt_order(items, 5))
+    assert len({tuple(o.tolist()) for o in orders}) == 4
+
+
+def test_order_sensitivity_on_the_tiny_model(tiny_model, tiny_data):
+    _, _, _, test = tiny_data
+    result = order_sensitivity(tiny_model, test, orders=3)
+    users = len(test._dataset)
+    assert result["users"] == users and result["orders"] == 3
+    assert len(result["position_share"]) == 20 and sum(result["position_share"]) == pytest.approx(1.0)
+    assert 0.0 <= result["top1_agreement"] <= 1.0
+    assert all(0.0 <= v <= 1.0 for v in result["per_order"]["hit@1"])
+    assert result["hit@1"]["std"] >= 0.0 and result["ms_per_user"] > 0
+
+
+def test_order_zero_matches_recbole_evaluation_and_mean_of_orders(tiny_model, tiny_data):
+    config, _, _, test = tiny_data
+    trainer = DELRecTrainer(config, tiny_model)
+    evaluated = trainer.evaluate(test, load_best_model=False)
+    result = order_sensitivity(tiny_model, test, orders=2)
+    assert result["evaluation_order"]["hit@1"] == pytest.approx(evaluated["hit@1"], abs=1e-4)
+    tiny_model.candidate_orders = 2  # the `candidate_orders: 2` evaluation option
+    averaged = trainer.evaluate(test, load_best_model=False)
+    assert averaged["hit@1"] == pytest.approx(result["mean_of_orders"]["hit@1"], abs=1e-4)
+
+
+@pytest.mark.parametrize("bad", [0, 1, -3, "5", 2.0, True])
+def test_fewer_than_two_orders_is_refused(bad):
+    with pytest.raises(ValueError, match="candidate_orders"):
+        check_orders(bad)

@@ -1,0 +1,37 @@
+"""Which seeds a command asks for; bad seed settings are refused with the fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_delrec.evaluation.seeds import requested_seeds, resolve_seeds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_count_starts_at_the_configured_seed_and_a_list_is_kept():
+    assert resolve_seeds(3, 2020) == [2020, 2021, 2022]
+    assert resolve_seeds("3", 7) == [7, 8, 9]
+    assert resolve_seeds("[5, 1]", 7) == [5, 1]
+
+
+@pytest.mark.parametrize("bad", [0, "0", -2, [], [1, 1], "abc", [1.5], True])
+def test_bad_seeds_are_refused(bad):
+    with pytest.raises(ValueError, match="seeds"):
+        resolve_seeds(bad, 2020)
+
+
+def test_seeds_from_the_command_line_and_from_a_file(tmp_path):
+    assert requested_seeds("DELRec", "ml-100k", None, None, []) is None
+    assert requested_seeds("DELRec", "ml-100k", None, "2", ["--seed=11"]) == [11, 12]
+    config = tmp_path / "seeds.yaml"
+    config.write_text("seeds: [3, 4]\n")
+    assert requested_seeds("DELRec", "ml-100k", [str(config)], None, []) == [3, 4]
+
+
+def test_seeds_zero_on_the_command_line_is_a_clear_error():
+    done = subprocess.run([sys.executable, "run_delrec.py", "--seeds=0"], cwd=ROOT, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": ""}, timeout=120)
+    assert done.returncode != 0 and "--seeds=0: the number of seeds must be at least 1" in done.stderr
