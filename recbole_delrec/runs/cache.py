@@ -95,14 +95,14 @@ def split_fingerprint(dataset) -> str:
     digest = hashlib.sha1()
     fields = [dataset.uid_field, dataset.iid_field, dataset.time_field]
     for field in (f for f in fields if f and f in dataset.inter_feat):
-        _update(digest, field, dataset.inter_feat[field], dataset.field2id_token.get(field))
+        _hash_column(digest, field, dataset.inter_feat[field], dataset.field2id_token.get(field))
     if dataset.item_feat is not None:
         for field in sorted(dataset.item_feat.columns):
-            _update(digest, field, dataset.item_feat[field], dataset.field2id_token.get(field))
+            _hash_column(digest, field, dataset.item_feat[field], dataset.field2id_token.get(field))
     return digest.hexdigest()[:16]
 
 
-def _update(digest, field: str, column, tokens: Iterable[str] | None) -> None:
+def _hash_column(digest, field: str, column, tokens: Iterable[str] | None) -> None:
     values = column.numpy() if isinstance(column, torch.Tensor) else np.asarray(column)
     digest.update(field.encode("utf-8"))
     digest.update(str((values.dtype, values.shape)).encode("utf-8"))
