@@ -103,6 +103,7 @@ def split_fingerprint(dataset) -> str:
 
 
 def _hash_column(digest, field: str, column, tokens: Iterable[str] | None) -> None:
+    """A column's name, dtype, shape and values, and the vocabulary behind its ids."""
     values = column.numpy() if isinstance(column, torch.Tensor) else np.asarray(column)
     digest.update(field.encode("utf-8"))
     digest.update(str((values.dtype, values.shape)).encode("utf-8"))
