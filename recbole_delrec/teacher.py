@@ -3,27 +3,30 @@
 Any RecBole sequential model works by name (``teacher_model``).  It is trained with RecBole's
 own ``Trainer`` on the training split only (early stopping on the validation split, full
 ranking), or loaded from a RecBole checkpoint (``teacher_checkpoint``).  A trained teacher is
-cached under ``checkpoint_dir`` by a fingerprint of everything that shapes it, and reused by
-the next run with the same data set and configuration instead of being retrained.
+cached under ``checkpoint_dir`` (:mod:`recbole_delrec.runs.cache`: its whole RecBole config and
+the training split make the key) and reused by the next run with the same data and settings
+instead of being retrained.  Any other RecBole sequential model (a baseline) is trained and
+cached the same way through ``model_name``/``settings``.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from logging import getLogger
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from recbole.config import Config
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import get_model, get_trainer, init_seed, set_color
 
-from recbole_delrec.runs.artifacts import fingerprint, load_tensors, save_tensors
 from recbole_delrec.config import isolated_config
+from recbole_delrec.runs.artifacts import load_tensors, save_tensors
+from recbole_delrec.runs.cache import artifact_key, artifact_path, file_identity, load_or_make, split_fingerprint
 
 GENERAL_KEYS = ("seed", "reproducibility", "use_gpu", "gpu_id", "state", "show_progress",
                 "worker", "checkpoint_dir")
@@ -52,52 +55,72 @@ def teacher_class(name: str) -> type[SequentialRecommender]:
     return cls
 
 
-def teacher_config(config: Config) -> Config:
-    """The teacher's own RecBole config: DELRec's data settings plus ``teacher_config``."""
-    name = config["teacher_model"]
+def teacher_config(config: Config, model_name: str | None = None, settings: Mapping | None = None) -> Config:
+    """The RecBole config of a model trained like the teacher: DELRec's data settings plus ``settings``.
+
+    ``model_name``/``settings`` default to ``teacher_model``/``teacher_config``; a baseline
+    passes its own and is trained on the same split, the same way.
+    """
+    name = model_name or config["teacher_model"]
     teacher_class(name)
     values = {k: config[k] for k in GENERAL_KEYS}
     values.update({k: config[k] for k in config.parameters["Dataset"] if k in config})
     values["data_path"] = os.path.dirname(os.path.normpath(config["data_path"]))
     values["eval_args"] = {**config["eval_args"], "mode": "full"}
     values.update(TEACHER_DEFAULTS)
-    values.update(config["teacher_config"] or {})
+    values.update((config["teacher_config"] if settings is None else settings) or {})
     return isolated_config(name, config["dataset"], values)
 
 
-def cache_path(config: Config, tconfig: Config, n_items: int, n_users: int) -> Path:
-    """Where this teacher is cached: named for what it is, keyed by what shapes it."""
-    keys = {k: v for k, v in tconfig.final_config_dict.items() if k not in NOT_SHAPING}
-    key = fingerprint({**keys, "n_items": n_items, "n_users": n_users})
-    name = f"teacher-{config['dataset']}-{config['teacher_model']}-{key}.pth"
-    return Path(config["checkpoint_dir"]) / name
+def teacher_file(config: Config, tconfig: Config, dataset) -> Path:
+    """Where a model trained like the teacher is cached: its whole RecBole config (less what
+    does not shape it) and the training split make the key."""
+    values = {k: v for k, v in tconfig.final_config_dict.items() if k not in NOT_SHAPING}
+    key = artifact_key("teacher", values, split_fingerprint(dataset))
+    return artifact_path(config["checkpoint_dir"], "teacher", (config["dataset"], tconfig["model"]), key)
 
 
-def load_or_train_teacher(config: Config, train_data, valid_data) -> SequentialRecommender:
-    """The frozen teacher for this run: loaded, reused from cache, or trained now."""
-    tconfig = teacher_config(config)
+def teacher_identity(config: Config, dataset) -> dict:
+    """The teacher an artefact is distilled from, for that artefact's key: its cache file's
+    name (its whole config and the split) and, when loaded from one, the ``teacher_checkpoint``
+    file (the same weights under other settings are another teacher)."""
+    checkpoint = config["teacher_checkpoint"]
+    return {"key": teacher_file(config, teacher_config(config), dataset).name,
+            "checkpoint": file_identity(checkpoint) if checkpoint else None}
+
+
+def load_or_train_teacher(
+    config: Config, train_data, valid_data, model_name: str | None = None, settings: Mapping | None = None
+) -> SequentialRecommender:
+    """The frozen teacher (or a baseline trained like it): loaded, reused from cache, or trained now.
+
+    ``teacher_checkpoint`` is the teacher's only (``model_name`` None); every other model
+    is trained on the training split once and reused from ``checkpoint_dir`` afterwards.
+    """
+    tconfig = teacher_config(config, model_name, settings)
     dataset = train_data._dataset
     init_seed(tconfig["seed"], tconfig["reproducibility"])
-    model = teacher_class(config["teacher_model"])(tconfig, dataset).to(tconfig["device"])
-    cache = cache_path(config, tconfig, dataset.item_num, dataset.user_num)
-    with FileLock(f"{cache}.lock"):  # parallel runs (Ray trials) train one teacher, not one each
-        _load_or_train(model, config, tconfig, cache, train_data, valid_data)
+    model = teacher_class(tconfig["model"])(tconfig, dataset).to(tconfig["device"])
+    if model_name is None and config["teacher_checkpoint"]:
+        _load_recbole_checkpoint(model, config["teacher_checkpoint"], config["trust_teacher_checkpoint"])
+    else:
+        cache = teacher_file(config, tconfig, dataset)
+        load_or_make(cache, lambda path: _load_cached(model, tconfig, path),
+                     lambda path: _train_and_save(model, tconfig, path, train_data, valid_data))
     model.eval()
     model.requires_grad_(False)
     return model
 
 
-def _load_or_train(model, config: Config, tconfig: Config, cache: Path, train_data, valid_data) -> None:
-    logger = getLogger()
-    if config["teacher_checkpoint"]:
-        _load_recbole_checkpoint(model, config["teacher_checkpoint"], config["trust_teacher_checkpoint"])
-    elif cache.is_file():
-        model.load_state_dict(load_tensors(cache, tconfig["device"])["state_dict"])
-        logger.info(set_color("Teacher", "green") + f": reusing {cache}")
-    else:
-        _train(model, tconfig, train_data, valid_data)
-        save_tensors({"state_dict": model.state_dict(), "model": config["teacher_model"]}, cache)
-        logger.info(set_color("Teacher", "green") + f": saved {cache}")
+def _load_cached(model: SequentialRecommender, tconfig: Config, path: Path) -> None:
+    model.load_state_dict(load_tensors(path, tconfig["device"])["state_dict"])
+    getLogger().info(set_color("Teacher", "green") + f": reusing {path}")
+
+
+def _train_and_save(model: SequentialRecommender, tconfig: Config, path: Path, train_data, valid_data) -> None:
+    _train(model, tconfig, train_data, valid_data)
+    save_tensors({"state_dict": model.state_dict(), "model": tconfig["model"]}, path)
+    getLogger().info(set_color("Teacher", "green") + f": saved {path}")
 
 
 @torch.no_grad()

@@ -10,8 +10,8 @@
   prunes and the search algorithm learns on validation only; test metrics are reported once,
   at the end, and are never used to select.  The teacher is trained once in the driver and
   shared by every trial through its cache in ``checkpoint_dir``; a stage-1 soft prompt is
-  distilled by the first trial that needs it (the trainer holds a file lock while it does)
-  and reused from the same cache by the others with the same stage-1 settings.  At the end a ranked table
+  distilled by the first trial that needs it (under the cache's file lock,
+  :mod:`recbole_delrec.runs.cache`) and reused by the others with the same stage-1 inputs.  At the end a ranked table
   (CSV, JSON), the best configuration (YAML for ``run_delrec.py --config_files``) and a
   plotly HTML plot are written to ``output_dir``.
 

@@ -15,20 +15,19 @@ What it changes in RecBole's loop, each through one of RecBole's own hooks:
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
 from recbole.data.dataloader import TrainDataLoader
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
 from recbole_delrec import distributed
-from recbole_delrec.runs.artifacts import fingerprint, load_tensors, save_tensors
-from recbole_delrec.delrec.distill import SoftPromptDistiller
+from recbole_delrec.runs.artifacts import load_tensors, save_tensors
+from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
 from recbole_delrec.llm.backbone import SCRATCH
 from recbole_delrec.data.prefixes import latest_prefixes
@@ -74,7 +73,7 @@ class DELRecTrainer(Trainer):
         self.timings["teacher_seconds"] = time.time() - start
         start = time.time()
         self._reseed()  # later stages must not depend on whether earlier ones were cached
-        self.stage1_result = self._prepare_soft_prompt(train_data._dataset)
+        self.stage1_result = prepare_soft_prompt(self.delrec, self.config, train_data._dataset, self.stage, self._writes)
         distributed.check_synchronised(self.delrec.soft_prompt.state_dict(), "The stage-1 soft prompt")
         self.timings["stage1_seconds"] = time.time() - start
         if self.stage == "1":
@@ -153,41 +152,6 @@ class DELRecTrainer(Trainer):
         if stage not in ("1", "2", "all"):
             raise ValueError(f"stage '{stage}' is not one of 1, 2, all.")
         return stage
-
-    def _prepare_soft_prompt(self, dataset) -> dict:
-        """Stage 1, or the soft prompt a previous run distilled with the same settings."""
-        prompt, config = self.model.soft_prompt, self.config
-        if prompt.n_tokens == 0:
-            return {}
-        meta = soft_prompt_meta(config, dataset, self.model.llm_source)
-        path = Path(config["soft_prompt_path"] or soft_prompt_path(config, meta))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Parallel runs with the same settings distil it once; in a distributed run rank 0 holds
-        # the lock for all its ranks (they distil together, and rank 0 writes).
-        with FileLock(f"{path}.lock") if self._writes else nullcontext():
-            return self._load_or_distil(path, meta, dataset)
-
-    def _load_or_distil(self, path: Path, meta: dict, dataset) -> dict:
-        prompt, config = self.model.soft_prompt, self.config
-        if distributed.from_rank0(path.is_file()):
-            stored = prompt.load(path, meta)
-            self.logger.info(set_color("Stage 1", "green") + f": reusing soft prompt {path}")
-            return stored.get("result", {})
-        if config["soft_prompt_path"]:
-            raise FileNotFoundError(f"soft_prompt_path '{path}' does not exist.")
-        if not config["delrec_tasks"]:
-            self.logger.info(set_color("Stage 1", "green") + ": delrec_tasks is empty, the soft prompt stays random")
-            return {}
-        if self.stage == "2":
-            raise ValueError(
-                f"stage: 2 needs a distilled soft prompt, and none is saved at {path}: run stage 1 "
-                f"first (stage: 1 or all) or set soft_prompt_path."
-            )
-        result = SoftPromptDistiller(self.model, config).fit(dataset)
-        if self._writes:
-            prompt.save(path, {**meta, "result": result})
-        self.logger.info(set_color("Stage 1", "green") + f": saved soft prompt {path} ({result})")
-        return result
 
     def _latest_prefix_loader(self, train_data) -> TrainDataLoader:
         dataset = latest_prefixes(train_data._dataset, self.config["train_prefixes_per_user"])
@@ -281,21 +245,3 @@ class DELRecTrainer(Trainer):
         self._resume = state  # random generators are restored when stage 2 starts
         self.logger.info(set_color("Resume", "green") + f": {self.run.path} from epoch {self.start_epoch}")
 
-
-STAGE1_KEYS = ("seed", "teacher_model", "teacher_config", "teacher_checkpoint", "llm_path", "scratch_llm",
-               "n_soft_tokens", "delrec_tasks", "stage1_epochs", "stage1_batch_size", "stage1_bucket_window", "stage1_learning_rate",
-               "stage1_prefixes_per_user", "stage1_max_examples", "stage1_holdout_users", "teacher_topk", "ta_demo_length",
-               "ta_query_length", "rps_loss", "rps_temperature", "stage1_weighting", "n_candidates",
-               "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_tokens", "domain")
-
-
-def soft_prompt_meta(config, dataset, llm_source: str) -> dict:
-    """What a soft prompt belongs to: checked again whenever one is loaded."""
-    return {"dataset": config["dataset"], "teacher": config["teacher_model"], "llm": llm_source,
-            "n_items": dataset.item_num, "key": fingerprint({k: config[k] for k in STAGE1_KEYS})}
-
-
-def soft_prompt_path(config, meta: dict) -> Path:
-    llm = meta["llm"].replace("/", "--")
-    name = f"soft-prompt-{meta['dataset']}-{meta['teacher']}-{llm}-{meta['key']}.pth"
-    return Path(config["checkpoint_dir"]) / name

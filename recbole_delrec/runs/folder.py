@@ -21,8 +21,9 @@ from pathlib import Path
 
 from recbole.utils import get_local_time
 
-from recbole_delrec.runs.artifacts import atomic_dir, load_tensors, save_json
 from recbole_delrec.compat import plain
+from recbole_delrec.runs.artifacts import atomic_dir, load_tensors, save_json
+from recbole_delrec.runs.cache import file_safe
 
 
 class RunDirectory:
@@ -33,8 +34,8 @@ class RunDirectory:
 
     @classmethod
     def create(cls, config, llm_source: str) -> "RunDirectory":
-        llm = Path(llm_source).name if Path(llm_source).exists() else llm_source.replace("/", "--")
-        name = f"{config['model']}-{config['dataset']}-{config['teacher_model']}-{llm}-{get_local_time()}"
+        labels = (config["model"], config["dataset"], config["teacher_model"], llm_source, get_local_time())
+        name = "-".join(file_safe(label) for label in labels)
         run = cls(_new_folder(Path(config["checkpoint_dir"]) / name))
         save_json({"final": plain(config.final_config_dict), "external": plain(config.external_config_dict)}, run.config)
         return run

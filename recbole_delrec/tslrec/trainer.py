@@ -25,16 +25,26 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
-from recbole_delrec.runs.artifacts import fingerprint, load_tensors, save_tensors
-from recbole_delrec.llm.backbone import load_backbone
-from recbole_delrec.teacher import cache_path, load_or_train_teacher, teacher_config
+from recbole_delrec.llm.backbone import SCRATCH, load_backbone
+from recbole_delrec.runs.artifacts import load_tensors, save_tensors
+from recbole_delrec.runs.cache import artifact_key, artifact_path, llm_identity, load_or_make, split_fingerprint
+from recbole_delrec.teacher import load_or_train_teacher, teacher_identity
 from recbole_delrec.tslrec.grouping import item_groups, item_table, preference_targets, user_sequences
 from recbole_delrec.tslrec.sft import PreferenceLLM, augment, tokenizer_corpus, train_sft, tslrec_template
 
-#: Everything besides the teacher that shapes the knowledge-enhanced embeddings.
-KNOWLEDGE_KEYS = ("seed", "teacher_model", "teacher_checkpoint", "llm_path", "llm_dtype", "scratch_llm",
-                  "n_groups", "kmeans_iterations", "sft_epochs", "sft_batch_size", "sft_learning_rate",
-                  "sft_history_length", "lora")
+#: Settings the knowledge step reads that shape the knowledge-enhanced embeddings.
+SHAPING = ("seed", "reproducibility", "teacher_model", "n_groups", "kmeans_iterations", "sft_epochs",
+           "sft_batch_size", "sft_learning_rate", "sft_history_length", "lora", "llm_path", "llm_dtype",
+           "scratch_llm")
+#: Settings the knowledge step reads that do not change it, and why.
+NOT_SHAPING = {
+    "knowledge_path": "a file to load instead: it is the artefact, not an input of it",
+    "checkpoint_dir": "where artefacts are kept",
+    "prompt_template_dir": "where the template is read: its text is in the key",
+    "domain": "which template is read: its text is in the key",
+    "augment_batch_size": "how many items go through the encoder at once, not what it computes",
+    "device": "where it runs; the same computation",
+}
 
 
 class TSLRecTrainer(Trainer):
@@ -64,19 +74,25 @@ class TSLRecTrainer(Trainer):
             self.model.attach_groups(groups)
             return
         path = knowledge_file(config, dataset)
-        if path.is_file():
-            knowledge = load_knowledge(path, dataset.item_num)
-            self.knowledge_info = {"path": str(path), "reused": True, **knowledge["sft"]}
-            self.logger.info(set_color("TSLRec", "green") + f": reusing knowledge-enhanced embeddings {path}")
-        else:
-            if config["knowledge_path"]:
-                raise FileNotFoundError(f"knowledge_path '{path}' does not exist.")
-            knowledge = self._make_knowledge(train_data, valid_data)
-            save_tensors(knowledge, path)
-            self.knowledge_info = {"path": str(path), "reused": False, **knowledge["sft"]}
-            self.logger.info(set_color("TSLRec", "green") + f": saved knowledge-enhanced embeddings {path}")
+        knowledge = load_or_make(path, lambda p: self._load_knowledge(p, dataset.item_num),
+                                 lambda p: self._make_and_save_knowledge(p, train_data, valid_data))
         init_seed(config["seed"], config["reproducibility"])
         self.model.attach_knowledge(knowledge["embeddings"])
+
+    def _load_knowledge(self, path: Path, n_items: int) -> dict[str, Any]:
+        knowledge = load_knowledge(path, n_items)
+        self.knowledge_info = {"path": str(path), "reused": True, **knowledge["sft"]}
+        self.logger.info(set_color("TSLRec", "green") + f": reusing knowledge-enhanced embeddings {path}")
+        return knowledge
+
+    def _make_and_save_knowledge(self, path: Path, train_data, valid_data) -> dict[str, Any]:
+        if self.config["knowledge_path"]:
+            raise FileNotFoundError(f"knowledge_path '{path}' does not exist.")
+        knowledge = self._make_knowledge(train_data, valid_data)
+        save_tensors(knowledge, path)
+        self.knowledge_info = {"path": str(path), "reused": False, **knowledge["sft"]}
+        self.logger.info(set_color("TSLRec", "green") + f": saved knowledge-enhanced embeddings {path}")
+        return knowledge
 
     def _groups(self, train_data, valid_data) -> torch.Tensor:
         """The teacher's item table clustered into ``n_groups`` latent categories."""
@@ -129,24 +145,22 @@ class TSLRecTrainer(Trainer):
 
 
 def knowledge_meta(config, dataset) -> dict[str, Any]:
-    """What a knowledge artefact belongs to: the teacher's own cache key, then TSLRec's."""
-    teacher = cache_path(config, teacher_config(config), dataset.item_num, dataset.user_num).name
-    keys = {k: config[k] for k in KNOWLEDGE_KEYS}
-    return {
-        "dataset": config["dataset"], "teacher": config["teacher_model"],
-        "llm": str(config["llm_path"] or "scratch-t5"), "n_items": dataset.item_num,
-        "key": fingerprint({**keys, "teacher_cache": teacher, "template": tslrec_template(config)}),
-    }
+    """What a knowledge artefact belongs to: its file's label and its key (the teacher it
+    groups with, the template, the LLM, the training split and the ``SHAPING`` settings)."""
+    values = {**{k: config[k] for k in SHAPING}, "teacher": teacher_identity(config, dataset)}
+    key = artifact_key("tslrec-knowledge", values, split_fingerprint(dataset), {"tslrec": tslrec_template(config)},
+                       llm_identity(config["llm_path"], config["llm_dtype"]))
+    return {"dataset": config["dataset"], "teacher": config["teacher_model"],
+            "llm": str(config["llm_path"] or SCRATCH), "n_items": dataset.item_num, "key": key}
 
 
 def knowledge_file(config, dataset) -> Path:
-    """``knowledge_path``, or the artefact named for data set, teacher, LLM and settings."""
+    """``knowledge_path``, or the artefact named for data set, teacher, LLM and key."""
     if config["knowledge_path"]:
         return Path(config["knowledge_path"])
     meta = knowledge_meta(config, dataset)
-    llm = meta["llm"].strip("/").replace("/", "--")
-    name = f"tslrec-knowledge-{meta['dataset']}-{meta['teacher']}-{llm}-{meta['key']}.pth"
-    return Path(config["checkpoint_dir"]) / name
+    return artifact_path(config["checkpoint_dir"], "tslrec-knowledge", (meta["dataset"], meta["teacher"], meta["llm"]),
+                         meta["key"])
 
 
 def load_knowledge(path: str | Path, n_items: int) -> dict[str, Any]:
