@@ -52,16 +52,19 @@ def teacher_class(name: str) -> type[SequentialRecommender]:
     return cls
 
 
-def teacher_config(config: Config) -> Config:
-    """The teacher's own RecBole config: DELRec's data settings plus ``teacher_config``."""
-    name = config["teacher_model"]
+def teacher_config(config: Config, model_name: str | None = None, settings: dict | None = None) -> Config:
+    """The teacher's own RecBole config: DELRec's data settings plus ``teacher_config``.
+
+    ``model_name``/``settings`` build another model the same way (a baseline); ``None``: the teacher.
+    """
+    name = model_name or config["teacher_model"]
     teacher_class(name)
     values = {k: config[k] for k in GENERAL_KEYS}
     values.update({k: config[k] for k in config.parameters["Dataset"] if k in config})
     values["data_path"] = os.path.dirname(os.path.normpath(config["data_path"]))
     values["eval_args"] = {**config["eval_args"], "mode": "full"}
     values.update(TEACHER_DEFAULTS)
-    values.update(config["teacher_config"] or {})
+    values.update((config["teacher_config"] if settings is None else settings) or {})
     return isolated_config(name, config["dataset"], values)
 
 
@@ -69,34 +72,41 @@ def cache_path(config: Config, tconfig: Config, n_items: int, n_users: int) -> P
     """Where this teacher is cached: named for what it is, keyed by what shapes it."""
     keys = {k: v for k, v in tconfig.final_config_dict.items() if k not in NOT_SHAPING}
     key = fingerprint({**keys, "n_items": n_items, "n_users": n_users})
-    name = f"teacher-{config['dataset']}-{config['teacher_model']}-{key}.pth"
+    name = f"teacher-{config['dataset']}-{tconfig['model']}-{key}.pth"
     return Path(config["checkpoint_dir"]) / name
 
 
-def load_or_train_teacher(config: Config, train_data, valid_data) -> SequentialRecommender:
-    """The frozen teacher for this run: loaded, reused from cache, or trained now."""
-    tconfig = teacher_config(config)
+def load_or_train_teacher(
+    config: Config, train_data, valid_data, model_name: str | None = None, settings: dict | None = None
+) -> SequentialRecommender:
+    """The frozen teacher for this run: loaded, reused from cache, or trained now.
+
+    ``model_name``/``settings``: another model trained, cached and reused the same way (a
+    baseline); ``teacher_checkpoint`` applies to the teacher only.
+    """
+    tconfig = teacher_config(config, model_name, settings)
     dataset = train_data._dataset
     init_seed(tconfig["seed"], tconfig["reproducibility"])
-    model = teacher_class(config["teacher_model"])(tconfig, dataset).to(tconfig["device"])
+    model = teacher_class(tconfig["model"])(tconfig, dataset).to(tconfig["device"])
     cache = cache_path(config, tconfig, dataset.item_num, dataset.user_num)
+    checkpoint = config["teacher_checkpoint"] if model_name is None else None
     with FileLock(f"{cache}.lock"):  # parallel runs (Ray trials) train one teacher, not one each
-        _load_or_train(model, config, tconfig, cache, train_data, valid_data)
+        _load_or_train(model, checkpoint, config["trust_teacher_checkpoint"], tconfig, cache, train_data, valid_data)
     model.eval()
     model.requires_grad_(False)
     return model
 
 
-def _load_or_train(model, config: Config, tconfig: Config, cache: Path, train_data, valid_data) -> None:
+def _load_or_train(model, checkpoint: str | None, trusted: bool, tconfig: Config, cache: Path, train_data, valid_data) -> None:
     logger = getLogger()
-    if config["teacher_checkpoint"]:
-        _load_recbole_checkpoint(model, config["teacher_checkpoint"], config["trust_teacher_checkpoint"])
+    if checkpoint:
+        _load_recbole_checkpoint(model, checkpoint, trusted)
     elif cache.is_file():
         model.load_state_dict(load_tensors(cache, tconfig["device"])["state_dict"])
         logger.info(set_color("Teacher", "green") + f": reusing {cache}")
     else:
         _train(model, tconfig, train_data, valid_data)
-        save_tensors({"state_dict": model.state_dict(), "model": config["teacher_model"]}, cache)
+        save_tensors({"state_dict": model.state_dict(), "model": tconfig["model"]}, cache)
         logger.info(set_color("Teacher", "green") + f": saved {cache}")
 
 
