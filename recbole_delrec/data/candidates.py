@@ -17,14 +17,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from recbole.data.dataset import Dataset
 
 from recbole_delrec.runs.artifacts import atomic_write
+
+if TYPE_CHECKING:  # the protocol (candidates_per_prompt) is read without RecBole by the benchmarks
+    from recbole.data.dataset import Dataset
 
 PHASES = {"train": 0, "valid": 1, "test": 2, "stage1": 3}
 EVAL_PHASES = ("valid", "test")
