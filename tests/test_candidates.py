@@ -10,6 +10,7 @@ from recbole_delrec import run_delrec
 from recbole_delrec.config import hidden_command_line
 from recbole_delrec.data.candidates import CandidateSets, candidates_per_prompt
 from recbole_delrec.delrec.trainer import DELRecTrainer
+from recbole_delrec.evaluation.scoring import score
 from tests.conftest import tiny_dict
 
 SPLIT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
@@ -76,11 +77,8 @@ def test_sets_are_in_prompt_order_and_saved_sets_score_identically(tiny_model, t
     loaded = CandidateSets.load(tmp_path, dataset, candidates_per_prompt(config))  # a folder holding the file
     assert {u: s[1].tolist() for u, s in loaded.sets["test"].items()} == {u: s[1].tolist() for u, s in drawn.sets["test"].items()}
 
-    scores = []
-    for sets in (drawn, loaded):
-        trainer = DELRecTrainer(config, tiny_model)
-        trainer._candidate_sets = sets
-        scores.append(trainer.score(tiny_model, test))
+    trainer = DELRecTrainer(config, tiny_model)  # RecBole's collector and evaluator for this config
+    scores = [score(tiny_model, test, sets, trainer.eval_collector, trainer.evaluator, config["topk"]) for sets in (drawn, loaded)]
     assert scores[0].result == scores[1].result
     assert scores[0].ranks.tolist() == scores[1].ranks.tolist()
     assert [c.tolist() for c in scores[0].candidates] == [c.tolist() for c in scores[1].candidates]

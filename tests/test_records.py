@@ -12,7 +12,7 @@ import pytest
 
 from recbole_delrec import run_delrec
 from recbole_delrec.config import hidden_command_line
-from recbole_delrec.evaluation.records import load_records, metrics_from_records, user_outcomes
+from recbole_delrec.evaluation.records import load_records, metrics_from_records, training_counts, user_outcomes
 from tests.conftest import tiny_dict
 
 SPLIT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
@@ -112,3 +112,16 @@ def test_result_json_has_rows_and_cost_per_model(sampled_run):
 def test_a_folder_without_records_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"'{tmp_path}' is not a finished run folder with records"):
         load_records(tmp_path)
+
+
+def test_training_counts_are_the_training_splits_interactions(tiny_data):
+    """Every user's interactions but the valid and test ones; items count the same interactions."""
+    config, train, _, test = tiny_data
+    per_user, per_item = training_counts(train._dataset)
+    inter = pd.read_csv(Path(config["data_path"]) / "ml-100k.inter", sep="\t")
+    totals = inter.iloc[:, 0].astype(str).value_counts()
+    dataset = test._dataset
+    users = dataset.inter_feat[dataset.uid_field].numpy()
+    tokens = dataset.id2token(dataset.uid_field, users)
+    assert [int(per_user[u]) for u in users] == [int(totals[t]) - 2 for t in tokens]
+    assert per_item.sum() == per_user.sum() and per_item[0] == 0

@@ -237,7 +237,9 @@ class DELRecTrainer(Trainer):
             return None
         if load_best_model:
             self.load_checkpoint(model_file or self.saved_model_file)
-        return self.score(self.model, eval_data, show_progress).result
+        result = self.score(self.model, eval_data, show_progress).result
+        self.wandblogger.log_eval_metrics(result, head="eval")
+        return result
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
