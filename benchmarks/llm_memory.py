@@ -314,7 +314,7 @@ def main(argv=None) -> int:
     if error > 1e-9:
         raise SystemExit(f"the fused-attention emulation differs from sdpa by {error:.2e}")
     product = llm_speed.import_product(no_recbole=False)
-    settings = llm_speed.product_settings()
+    settings = llm_speed.product_settings(product)
     args.fused_gelu = args.fused_gelu and settings["fused_gelu"]  # the product's setting, unless switched off
     titles, sequences = llm_speed.load_ml100k(llm_speed.ml100k_dir(args), product.normalize_title)
     data = llm_speed.build_prompts(product, llm_speed.load_tokenizer(args.spiece), titles, sequences, settings, args.seed)

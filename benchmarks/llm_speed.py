@@ -160,6 +160,7 @@ def import_product(no_recbole: bool) -> SimpleNamespace:
     sys.path.insert(0, str(REPO))
     if no_recbole:
         sys.meta_path.insert(0, _NoRecBole())
+    from recbole_delrec.data.candidates import candidates_per_prompt
     from recbole_delrec.data.titles import normalize_title
     from recbole_delrec.llm.adapters import add_adalora, allocate_ranks, orthogonal_penalty
     from recbole_delrec.llm.backbone import set_speed_options
@@ -177,6 +178,7 @@ def import_product(no_recbole: bool) -> SimpleNamespace:
         CandidateScorer=CandidateScorer, PromptBatch=PromptBatch, SoftPrompt=SoftPrompt,
         PromptBuilder=PromptBuilder, domain_words=domain_words, load_template=load_template,
         normalize_title=normalize_title, set_speed_options=set_speed_options, save_json=save_json,
+        candidates_per_prompt=candidates_per_prompt,
     )
 
 
@@ -231,13 +233,14 @@ def load_tokenizer(spiece: Path):
     return tokenizer
 
 
-def product_settings() -> dict:
-    """The product's prompt, candidate and AdaLoRA defaults (``properties/model/DELRec.yaml``)."""
+def product_settings(product) -> dict:
+    """The product's prompt, candidate and AdaLoRA defaults (``properties/model/DELRec.yaml``);
+    candidates per prompt as the product decides them (from ``eval_args.mode``)."""
     values = yaml.safe_load((REPO / "properties" / "model" / "DELRec.yaml").read_text(encoding="utf-8"))
-    keys = ("n_soft_tokens", "history_length", "max_title_tokens", "max_prompt_tokens", "n_candidates",
+    keys = ("n_soft_tokens", "history_length", "max_title_tokens", "max_prompt_tokens",
             "teacher_model", "domain", "adalora", "stage1_learning_rate", "learning_rate", "epochs",
             "train_batch_size", "train_prefixes_per_user", "llm_attention", "fused_gelu")
-    return {k: values[k] for k in keys}
+    return {**{k: values[k] for k in keys}, "n_candidates": product.candidates_per_prompt(values)}
 
 
 def build_prompts(product, tokenizer, titles, sequences, settings, seed) -> SimpleNamespace:
@@ -597,7 +600,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     args.device_name = args.device_name or device_slug(device)
     args.warmup = 2 if device.type == "cuda" or args.compile else 1
-    settings = product_settings()
+    settings = product_settings(product)
     args.fused_gelu = args.fused_gelu and settings["fused_gelu"]  # the product's setting, unless switched off
     titles, sequences = load_ml100k(ml100k_dir(args), product.normalize_title)
     data = build_prompts(product, load_tokenizer(args.spiece), titles, sequences, settings, args.seed)

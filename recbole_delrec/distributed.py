@@ -68,6 +68,15 @@ def from_rank0(value: Any) -> Any:
     return box[0]
 
 
+def gathered(value: Any) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order; ``[value]`` outside a distributed run."""
+    if not active():
+        return [value]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 def check_synchronised(state: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise if the ranks hold different ``state`` (compares a checksum per tensor with rank 0's).
 

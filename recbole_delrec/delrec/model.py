@@ -24,7 +24,8 @@ from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 
-from recbole_delrec.data.candidates import CandidateSampler, candidates_per_prompt
+from recbole_delrec.data.candidates import CandidateSampler, CandidateSets, candidates_per_prompt, check_candidates
+from recbole_delrec.evaluation.baselines import check_baselines
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
 from recbole_delrec.llm.backbone import SCRATCH, Backbone, load_backbone, set_speed_options
 from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
@@ -72,6 +73,19 @@ class DELRec(SequentialRecommender):
         self.sampler = CandidateSampler.from_dataset(dataset, candidates_per_prompt(config), self.seed)
         self.train_rng = np.random.default_rng(self.seed)
         self.teacher: SequentialRecommender | None = None
+
+    # ------------------------------------------------------------------ checks (run by the start-up)
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Before any data is read: the candidate protocol and the baselines."""
+        check_candidates(config)
+        check_baselines(config)
+
+    @classmethod
+    def check_dataset(cls, config, dataset) -> None:
+        """Before the split: a saved candidate file (``candidates_path``) fits this data set."""
+        if config["candidates_path"]:
+            CandidateSets.load(config["candidates_path"], dataset, candidates_per_prompt(config))
 
     # ------------------------------------------------------------------ construction
     def _builders(self, config, templates, backbone: Backbone, title_ids) -> dict[str, PromptBuilder]:
@@ -121,6 +135,32 @@ class DELRec(SequentialRecommender):
         ]
         return self.score_prompts("lsr", slots, candidates)
 
+    def score_listed(self, interaction: Interaction, candidates: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` scores, each row's prompt listing its candidates in the order given."""
+        return self.score_candidates(self.histories(interaction), candidates)
+
+    def shown_history(self, interaction: Interaction, candidates: torch.Tensor | None = None) -> list[int]:
+        """How many history items each row's prompt shows (``max_prompt_tokens`` drops the oldest).
+
+        ``candidates`` ``None``: the full-ranking prompt, which lists the teacher's top ``rerank_k``.
+        """
+        if candidates is None:
+            candidates = self.retrieve(interaction)[1].cpu()
+        return [
+            len(self.prompts["lsr"].fitted(history=history, candidates=[c for c in row if c > 0])["history"])
+            for history, row in zip(self.histories(interaction), candidates.tolist())
+        ]
+
+    def retrieve(self, interaction: Interaction) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's scores of every item and its top ``rerank_k`` outside the history."""
+        if self.teacher is None:
+            raise RuntimeError("full ranking needs the teacher: fit the model or attach_teacher() first.")
+        teacher_scores = self.teacher.full_sort_predict(interaction).float()
+        masked = teacher_scores.clone()
+        masked[:, 0] = -torch.inf
+        masked.scatter_(1, interaction[self.ITEM_SEQ], -torch.inf)
+        return teacher_scores, masked.topk(self.rerank_k, dim=1).indices
+
     # ------------------------------------------------------------------ RecBole API
     def calculate_loss(self, interaction: Interaction) -> torch.Tensor:
         """Softmax cross-entropy of the true item among ``n_candidates`` (shuffled)."""
@@ -166,13 +206,7 @@ class DELRec(SequentialRecommender):
         above every other item, and the rest keep the teacher's order.  Cost: one prompt and
         K candidate scorings per user, like the sampled protocol.
         """
-        if self.teacher is None:
-            raise RuntimeError("full_sort_predict needs the teacher: fit the model or attach_teacher() first.")
-        teacher_scores = self.teacher.full_sort_predict(interaction).float()
-        masked = teacher_scores.clone()
-        masked[:, 0] = -torch.inf
-        masked.scatter_(1, interaction[self.ITEM_SEQ], -torch.inf)
-        top = masked.topk(self.rerank_k, dim=1).indices
+        teacher_scores, top = self.retrieve(interaction)
         llm = self.score_candidates(self.histories(interaction), top.cpu())
         base = teacher_scores.max(dim=1, keepdim=True).values + 1
         return teacher_scores.scatter(1, top, base + llm - llm.min(dim=1, keepdim=True).values)

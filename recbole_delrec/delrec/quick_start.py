@@ -1,9 +1,11 @@
-"""``run_delrec``: RecBole's ``run_recbole`` for DELRec, with the teacher's row beside it.
+"""``run_delrec``: RecBole's ``run_recbole`` for DELRec, with the teacher's and baselines' rows.
 
 Same steps and logging as RecBole's quick start (Config -> dataset -> split -> model ->
-trainer.fit -> trainer.evaluate), plus what a DELRec user needs at the end: the teacher
-evaluated on exactly the same test candidates, both rows printed side by side, the time of
-each stage, and the run's folder (see :mod:`recbole_delrec.runs.folder`).  ``load`` evaluates a
+trainer.fit -> test), plus what a DELRec user needs at the end: the teacher and every
+``baselines`` model scored on exactly the same test candidates (one scoring function,
+:meth:`DELRecTrainer.score`), all rows printed side by side with what each cost, the run's
+candidate sets and per-user records saved, and the run's folder (see
+:mod:`recbole_delrec.runs.folder`).  ``load`` evaluates a
 finished run folder without training, ``resume`` continues an interrupted one, and
 ``explain`` prints one user's prompt and both rankings.
 """
@@ -17,7 +19,12 @@ from typing import Any
 from recbole.config import Config
 from recbole.utils import set_color
 
+from recbole_delrec.data.candidates import candidates_per_prompt
 from recbole_delrec.delrec.explain import explain as explain_user
+from recbole_delrec.evaluation.baselines import baseline_key, baseline_names, load_or_train_baseline
+from recbole_delrec.evaluation.cost import COST_FORMATS, cost_columns, model_cost
+from recbole_delrec.evaluation.records import build_records, prompt_history_lengths, save_records
+from recbole_delrec.evaluation.scoring import Scored
 from recbole_delrec.registry import register
 from recbole_delrec.runs.artifacts import save_json
 from recbole_delrec.runs.folder import RunDirectory
@@ -71,33 +78,40 @@ def run_delrec(
         if started.trainer.stage == "1":
             logger.info(set_color("stage 1 result", "yellow") + f": {started.trainer.stage1_result}")
             return {"stage1_result": started.trainer.stage1_result, "timings": started.trainer.timings}
-    config, rec_model, trainer, test_data = started.config, started.model, started.trainer, started.test_data
-
-    test_start = time.time()
-    test_result = trainer.evaluate(test_data, load_best_model=saved or bool(load), show_progress=config["show_progress"])
-    teacher_start = time.time()
-    with trainer.scoring_with(rec_model.teacher):
-        teacher_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-    timings = {**trainer.timings, "test_seconds": teacher_start - test_start,
-               "teacher_test_seconds": time.time() - teacher_start, "total_seconds": time.time() - start}
+    config, trainer, test_data = started.config, started.trainer, started.test_data
+    if saved or load:
+        trainer.load_checkpoint(trainer.saved_model_file)
+    models = _models(started)
+    scored = _score_all(trainer, models, test_data, config["show_progress"])
+    rows = {_row_name(config, key, model): scored[key].result for key, model in models.items()}
+    cost = {_row_name(config, key, model): _cost(trainer, key, model, len(scored[key].users)) for key, model in models.items()}
+    timings = {**trainer.timings, "test_seconds": trainer.costs.seconds["test.delrec"],
+               "teacher_test_seconds": trainer.costs.seconds["test.teacher"], "total_seconds": time.time() - start}
     result = {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "valid_history": trainer.valid_history,
         "loss_history": trainer.loss_history,
-        "test_result": test_result,
-        "teacher_test_result": teacher_result,
+        "test_result": scored["delrec"].result,
+        "teacher_test_result": scored["teacher"].result,
+        "rows": rows,
+        "cost": cost,
         "stage1_result": getattr(trainer, "stage1_result", {}),
         "timings": timings,
         "run_dir": str(trainer.run.path),
+        "records": str(trainer.run.records),
         "test_users": len(test_data._dataset),
         "eval_mode": config["eval_args"]["mode"]["test"],
     }
     _report(config, result)
+    sets = None if _full_ranking(config) else trainer.candidate_sets(test_data._dataset)
+    shown = prompt_history_lengths(started.model, test_data, sets)
     if config["local_rank"] == 0:  # one writer per machine, as for every run file
+        _save_evaluation(started, models, scored, shown)
         save_json(result, trainer.run.result)
     if explain is not None:
+        rec_model = started.model
         result["explanation"] = explain_user(rec_model, test_data, str(explain)).render(rec_model.item_text.titles)
         logger.info("\n" + result["explanation"])
     return result
@@ -157,12 +171,71 @@ def _attach_finished_run(rec_model, trainer, config: Config, load: str, train_da
     trainer.saved_model_file = str(run.best)
 
 
+def _models(started: Started) -> dict[str, Any]:
+    """The rows of the test table, by key: the teacher, each baseline (trained or reused), DELRec."""
+    config, trainer = started.config, started.trainer
+    models = {"teacher": started.model.teacher}
+    for name in baseline_names(config):
+        trainer.costs.start()
+        models[baseline_key(name)] = load_or_train_baseline(config, name, started.train_data, started.valid_data)
+        trainer.costs.stop(f"train.{baseline_key(name)}")
+    models["delrec"] = started.model
+    return models
+
+
+def _score_all(trainer, models: dict[str, Any], test_data, show_progress: bool) -> dict[str, Scored]:
+    """Every model on the same test candidates (or the catalogue), each test timed."""
+    scored = {}
+    for key in ("delrec", *[k for k in models if k != "delrec"]):
+        trainer.costs.start()
+        scored[key] = trainer.score(models[key], test_data, show_progress=show_progress and key == "delrec")
+        trainer.costs.stop(f"test.{key}")
+    return {key: scored[key] for key in models}
+
+
+def _full_ranking(config: Config) -> bool:
+    return config["eval_args"]["mode"]["test"] == "full"
+
+
+def _row_name(config: Config, key: str, model) -> str:
+    if key == "teacher":
+        return f"{config['teacher_model']} (teacher)"
+    return config["model"] if key == "delrec" else type(model).__name__
+
+
+#: The training stages of each kind of row (keys of ``trainer.costs``).
+TRAIN_STAGES = {"teacher": ["teacher"], "delrec": ["stage1", "stage2"]}
+
+
+def _cost(trainer, key: str, model, n_users: int) -> dict[str, Any]:
+    return model_cost(TRAIN_STAGES.get(key, [f"train.{key}"]), trainer.costs, f"test.{key}", n_users, model)
+
+
+def _save_evaluation(started: Started, models: dict[str, Any], scored: dict[str, Scored], shown: dict[int, int]) -> None:
+    """The run's candidate sets and per-user records, atomically, in its folder."""
+    config, trainer = started.config, started.trainer
+    full = _full_ranking(config)
+    test = started.test_data._dataset
+    sets = trainer.candidate_sets(test)
+    if not full:
+        sets.cover(started.valid_data._dataset, "valid")
+        sets.cover(test, "test")
+        sets.save(trainer.run.candidates, test)
+    frame = build_records(test, started.train_data._dataset, scored, shown, full)
+    save_records(trainer.run.path, frame, {
+        "models": {key: type(model).__name__ for key, model in models.items()},
+        "mode": config["eval_args"]["mode"]["test"], "n_candidates": candidates_per_prompt(config),
+        "seed": config["seed"], "dataset": config["dataset"], "topk": list(config["topk"]),
+        "metrics": [m.lower() for m in config["metrics"]],
+    })
+
+
 def _report(config: Config, result: dict[str, Any]) -> None:
     logger = getLogger()
-    table = side_by_side({
-        f"{config['teacher_model']} (teacher)": result["teacher_test_result"],
-        config["model"]: result["test_result"],
-    })
+    table = side_by_side(
+        {name: {**metrics, **cost_columns(result["cost"][name])} for name, metrics in result["rows"].items()},
+        formats=COST_FORMATS,
+    )
     logger.info(set_color("best valid ", "yellow") + f": {result['best_valid_result']}")
     logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
     logger.info(set_color("test, same candidates", "yellow") + "\n" + table)

@@ -6,22 +6,21 @@ What it changes in RecBole's loop, each through one of RecBole's own hooks:
   stage 2 on each user's latest training prefixes with RecBole's own epoch loop;
 * AdaLoRA's rank allocation runs after every optimizer step (an optimizer post-step hook,
   so RecBole's ``_train_epoch`` is used as it is);
-* sampled evaluation (``_neg_sample_batch_eval``) ranks each user's true item among fixed,
-  clean candidates (no history items, no repeats, the same in every evaluation), and the
-  teacher can be scored on exactly those candidates;
+* evaluation (``evaluate``) ranks each user's true item among the run's fixed, clean
+  candidate sets (no history items, no repeats, the same in every evaluation; saved with the
+  run, or loaded from ``candidates_path``), or over the catalogue in full ranking; any other
+  model (the teacher, a baseline) is scored on exactly those sets by :meth:`score`;
 * checkpoints hold DELRec's trainable weights only, saved atomically and loaded safely.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from recbole.data.dataloader import TrainDataLoader
-from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
@@ -30,7 +29,11 @@ from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
 from recbole_delrec.llm.backbone import SCRATCH
+from recbole_delrec.data.candidates import CandidateSets, candidates_per_prompt
 from recbole_delrec.data.prefixes import latest_prefixes
+from recbole_delrec.evaluation import scoring
+from recbole_delrec.evaluation.cost import StageCosts
+from recbole_delrec.evaluation.scoring import Scored
 from recbole_delrec.runs.folder import RunDirectory
 from recbole_delrec.teacher import load_or_train_teacher
 
@@ -49,6 +52,8 @@ class DELRecTrainer(Trainer):
         self.valid_history: list[dict[str, float]] = []
         self.loss_history: list[float] = []  # mean stage-2 training loss per epoch
         self._resume: dict | None = None
+        self._candidate_sets: CandidateSets | None = None
+        self.costs = StageCosts(self.device)  # seconds and peak memory per stage
 
     def _build_optimizer(self, **kwargs):
         kwargs.setdefault("params", [p for p in self.model.parameters() if p.requires_grad])
@@ -66,16 +71,20 @@ class DELRecTrainer(Trainer):
             self.run = RunDirectory(distributed.from_rank0(created))
         self.saved_model_file = str(self.run.best)
         start = time.time()
+        self.costs.start()
         if self.model.teacher is None:
             self.model.attach_teacher(load_or_train_teacher(self.config, train_data, valid_data))
         if self._writes:
             save_tensors({"state_dict": self.model.teacher.state_dict()}, self.run.teacher)
         self.timings["teacher_seconds"] = time.time() - start
+        self.costs.stop("teacher")
         start = time.time()
+        self.costs.start()
         self._reseed()  # later stages must not depend on whether earlier ones were cached
         self.stage1_result = prepare_soft_prompt(self.delrec, self.config, train_data._dataset, self.stage, self._writes)
         distributed.check_synchronised(self.delrec.soft_prompt.state_dict(), "The stage-1 soft prompt")
         self.timings["stage1_seconds"] = time.time() - start
+        self.costs.stop("stage1")
         if self.stage == "1":
             return self.stage1_result.get("fidelity_distilled", -1), self.stage1_result
         stage2 = self._latest_prefix_loader(train_data)
@@ -88,8 +97,10 @@ class DELRecTrainer(Trainer):
         if self._resume is not None:
             self._restore_random_state(stage2)
         start = time.time()
+        self.costs.start()
         result = super().fit(stage2, valid_data, verbose, saved, show_progress, self._after_validation(stage2, callback_fn))
         self.timings["stage2_seconds"] = time.time() - start
+        self.costs.stop("stage2")
         distributed.check_synchronised(self.delrec.trainable_state_dict(), "DELRec's trained weights")
         self.export()
         distributed.barrier()  # rank 0's last checkpoint and export are on disk for every rank
@@ -158,40 +169,40 @@ class DELRecTrainer(Trainer):
         return TrainDataLoader(self.config, dataset, None, shuffle=self.config["shuffle"])
 
     # ------------------------------------------------------------------ evaluation
-    @contextmanager
-    def scoring_with(self, model):
-        """Evaluate another model (the teacher) with this trainer: same candidates, same metrics."""
-        saved, self.model = self.model, model
-        try:
-            yield
-        finally:
-            self.model = saved
+    def candidate_sets(self, dataset) -> CandidateSets:
+        """This run's evaluation candidates: loaded from ``candidates_path``, or drawn (fixed per
+        user) by DELRec's sampler and listed in its prompt order.  ``dataset``: any split (ids)."""
+        if self._candidate_sets is None:
+            path = self.config["candidates_path"]
+            self._candidate_sets = (
+                CandidateSets.load(path, dataset, candidates_per_prompt(self.config)) if path
+                else CandidateSets.drawn(self.delrec.sampler, self.delrec.prompt_order)
+            )
+        return self._candidate_sets
 
-    def _neg_sample_batch_eval(self, batched_data):
-        """Rank each user's true item among that user's fixed clean candidates."""
-        interaction, row_idx, positive_u, positive_i = batched_data
-        firsts = torch.as_tensor(np.r_[0, np.nonzero(np.diff(row_idx.numpy()))[0] + 1])
-        rows = interaction[firsts]
-        candidates = self.delrec.sampler.candidates(
-            rows[self.config["USER_ID_FIELD"]], rows[self.config["ITEM_ID_FIELD"]],
-            rows[self.delrec.ITEM_SEQ], self._phase,
-        )
-        expanded = rows.repeat_interleave(candidates.shape[1])
-        expanded.update(Interaction({self.config["ITEM_ID_FIELD"]: candidates.reshape(-1)}))
-        scores = self.model.predict(expanded.to(self.device)).view(candidates.shape)
-        full = torch.full((len(firsts), self.tot_item_num), -np.inf, device=self.device)
-        full.scatter_(1, candidates.to(self.device), scores.float())
-        return interaction, full, positive_u, positive_i
+    def score(self, model, eval_data, show_progress: bool = False) -> Scored:
+        """Any RecBole model (DELRec, the teacher, a baseline) on this run's candidates of
+        ``eval_data``'s phase, or the catalogue in full ranking: RecBole's metric dict and
+        every user's outcome (gathered from all ranks in a distributed run)."""
+        sets = self.candidate_sets(eval_data._dataset)
+        scored = scoring.score(model, eval_data, sets, self.eval_collector, self.evaluator, self.config["topk"], show_progress)
+        if self.config["single_spec"]:
+            return scored
+        result = self._map_reduce(scored.result, len(scored.users))  # weighted by users per rank
+        parts = distributed.gathered((scored.users, scored.targets, scored.ranks, scored.top1, scored.candidates))
+        arrays = [np.concatenate([part[i] for part in parts]) for i in range(4)]
+        return Scored(result, *arrays, candidates=[c for part in parts for c in part[4]])
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's ``evaluate`` for DELRec: its weights (``load_best_model``), then :meth:`score`."""
         if not eval_data:
             return None
         if load_best_model:
             self.load_checkpoint(model_file or self.saved_model_file)
-        self._phase = eval_data._sampler.phase if eval_data._sampler is not None else "test"
-        self.model.eval()
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        result = self.score(self.model, eval_data, show_progress).result
+        self.wandblogger.log_eval_metrics(result, head="eval")
+        return result
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):

@@ -124,6 +124,10 @@ class PromptBuilder:
                 out.append(LIST_SEPARATOR.join(titles[i] for i in items))
         return "".join(out).strip()
 
+    def fitted(self, **values: SlotValue) -> dict[str, SlotValue]:
+        """The slot values the prompt really shows (oldest history dropped to fit): for records."""
+        return self._truncated(values)
+
     def _slot_ids(self, value: SlotValue) -> list[int]:
         if isinstance(value, int):
             return list(self.item_ids[value])

@@ -8,7 +8,11 @@
 * ``adapter/``: the PEFT adapter (``save_pretrained``; ``PeftModel.from_pretrained`` loads it);
 * ``llm/``: for the offline scratch T5 only, the frozen base model and its tokenizer, so the
   run can be evaluated again (``load``) without rebuilding them;
-* ``teacher.pth``: the teacher's weights; ``result.json``: metrics and timings.
+* ``teacher.pth``: the teacher's weights; ``result.json``: metrics, rows and cost per model;
+* ``candidates.parquet``: the valid/test candidate sets in prompt order (``candidates_path``
+  scores another run on exactly these);
+* ``records.parquet`` + ``records.json``: one row per test user, every model's rank and top-1
+  (:mod:`recbole_delrec.evaluation.records`).
 
 Every file is written atomically (temp file + rename), every tensor file is read with
 ``weights_only=True``.
@@ -22,6 +26,7 @@ from pathlib import Path
 from recbole.utils import get_local_time
 
 from recbole_delrec.compat import plain
+from recbole_delrec.data.candidates import CANDIDATES_FILE
 from recbole_delrec.runs.artifacts import atomic_dir, load_tensors, save_json
 from recbole_delrec.runs.cache import file_safe
 
@@ -54,6 +59,9 @@ class RunDirectory:
     llm = property(lambda self: self.path / "llm")
     teacher = property(lambda self: self.path / "teacher.pth")
     result = property(lambda self: self.path / "result.json")
+    candidates = property(lambda self: self.path / CANDIDATES_FILE)
+    records = property(lambda self: self.path / "records.parquet")
+    records_meta = property(lambda self: self.path / "records.json")
 
     def save_adapter(self, peft_model) -> None:
         """``save_pretrained`` of the adapter at its full initial rank.
