@@ -97,6 +97,7 @@ def run_delrec(
         "teacher_test_result": scored["teacher"].result,
         "rows": rows,
         "cost": cost,
+        "row_keys": {key: _row_name(config, key, model) for key, model in models.items()},
         "stage1_result": getattr(trainer, "stage1_result", {}),
         "timings": timings,
         "run_dir": str(trainer.run.path),

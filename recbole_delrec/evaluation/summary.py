@@ -63,7 +63,7 @@ def summarise(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> 
         "buckets": {b.kind: {"edges": b.edges, "rows": bucket_table(frames, b, models, metrics, seed)}
                     for b in user_buckets(frames[0], options)},
         "order": [json.loads((p / ORDER_FILE).read_text()) for p in paths if (p / ORDER_FILE).is_file()],
-        "timings": _timings(paths, models, len(frames[0])),
+        "timings": _timings(paths, models),
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -108,18 +108,20 @@ def _tests(frames: list[pd.DataFrame], models: list[str], metrics: list[str]) ->
     }
 
 
-def _timings(paths: list[Path], models: list[str], users: int) -> dict[str, Any]:
-    """Test milliseconds per user of each model (mean over seeds) and stage 2's peak memory."""
+def _timings(paths: list[Path], models: list[str]) -> dict[str, Any]:
+    """Test milliseconds per user of each model (mean over seeds) and stage 2's peak memory,
+    from each run's ``cost`` rows (``row_keys`` maps a model key to its row)."""
     results = [json.loads((p / "result.json").read_text(encoding="utf-8")) for p in paths]
-    keys = {"delrec": "test_seconds", **{m: f"{m}_test_seconds" for m in models if m != "delrec"}}
+    costs = [{key: r["cost"][row] for key, row in r.get("row_keys", {}).items()} for r in results]
     out: dict[str, Any] = {}
-    for model, key in keys.items():
-        seconds = [r["timings"][key] for r in results if key in r.get("timings", {})]
-        if seconds:
-            out[f"{model}.test_ms_per_user"] = 1000 * float(np.mean(seconds)) / users
-    peaks = [r["memory"]["stage2_peak_rss_gib"] for r in results if "stage2_peak_rss_gib" in r.get("memory", {})]
+    for model in models:
+        per_user = [c[model]["test_ms_per_user"] for c in costs if model in c]
+        if per_user:
+            out[f"{model}.test_ms_per_user"] = float(np.mean(per_user))
+    peaks = [c["delrec"]["peak_memory_mb_per_stage"]["stage2"] for c in costs
+             if "stage2" in c.get("delrec", {}).get("peak_memory_mb_per_stage", {})]
     if peaks:
-        out["delrec.stage2.peak_rss_gib"] = float(max(peaks))
+        out["delrec.stage2.peak_rss_gib"] = float(max(peaks)) / 1024
     return out
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from recbole.utils import set_color
 
+from recbole_delrec.data.candidates import candidates_per_prompt
 from recbole_delrec.delrec.distill.stage1 import SoftPromptDistiller
 from recbole_delrec.prompts import load_template
 from recbole_delrec.runs.cache import artifact_key, artifact_path, llm_identity, load_or_make, split_fingerprint
@@ -49,7 +50,9 @@ NOT_SHAPING = {
     "epochs": "stage 2's length (AdaLoRA's schedule)",
     "train_batch_size": "stage 2's batches (AdaLoRA's schedule)",
     "train_prefixes_per_user": "stage 2's training rows (AdaLoRA's schedule)",
-    "rerank_k": "full-ranking evaluation",
+    "candidate_orders": "an evaluation option (predict's mean over orders); stage 1 never calls predict",
+    "rerank_k": "full-ranking evaluation; as a candidate count it is in the key as n_candidates",
+    "eval_args": "its candidate count is in the key as n_candidates, its split in the split's fingerprint",
     "USER_ID_FIELD": "field names: the training split's fingerprint holds the data",
     "ITEM_ID_FIELD": "field names: the training split's fingerprint holds the data",
     "LIST_SUFFIX": "field names: the training split's fingerprint holds the data",
@@ -62,7 +65,8 @@ TEMPLATES = ("lsr", "rps", "ta")  # the scratch tokenizer learns all three; stag
 def soft_prompt_meta(config, dataset, llm_source: str) -> dict:
     """What a soft prompt belongs to: its file's label and key, checked again whenever it is loaded."""
     templates = {task: load_template(task, config["domain"], config["prompt_template_dir"]) for task in TEMPLATES}
-    values = {**{k: config[k] for k in SHAPING}, "teacher": teacher_identity(config, dataset)}
+    values = {**{k: config[k] for k in SHAPING}, "n_candidates": candidates_per_prompt(config),
+              "teacher": teacher_identity(config, dataset)}
     key = artifact_key("soft-prompt", values, split_fingerprint(dataset), templates,
                        llm_identity(config["llm_path"], config["llm_dtype"]))
     return {"dataset": config["dataset"], "teacher": config["teacher_model"], "llm": llm_source,
