@@ -10,6 +10,7 @@ the minutes of training a teacher.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def atomic_file(config: Config, suffix: str) -> Path:
     parts = config["benchmark_filename"]
     if suffix == "inter" and parts:
         name = f"{name}.{parts[0]}"
-    return Path(config["data_path"]) / f"{name}.{suffix}"
+    return Path(os.path.normpath(config["data_path"])) / f"{name}.{suffix}"
 
 
 def header(path: Path, config: Config) -> dict[str, str]:
@@ -84,7 +85,7 @@ def item_fields(config: Config, options: Mapping[str, str]) -> None:
             raise ValueError(
                 f"`{option}: {column}` is not a column of {path}: its header has "
                 f"{[f'{c}:{t}' for c, t in columns.items()]}. Set `{option}` to one of "
-                f"{list(columns)} and list it in `load_col: item`."
+                f"{[c for c in columns if c != config['ITEM_ID_FIELD']]} and list it in `load_col: item`."
             )
         if column not in loaded:
             raise ValueError(

@@ -34,6 +34,7 @@ from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.data.prefixes import latest_prefix_rows
 from recbole_delrec.prompts import PromptBuilder, check_template, domain_words, load_template, template_path
 from recbole_delrec.data.titles import ItemText, TitleTokens, check_title_field
+from recbole_delrec.teacher import teacher_class
 
 TASKS = ("lsr", "rps", "ta")
 STAGE1_TASKS = ("rps", "ta")
@@ -88,9 +89,10 @@ class DELRec(SequentialRecommender):
     @classmethod
     def check_config(cls, config) -> None:
         """Everything the configuration and the atomic files' headers can tell, before
-        RecBole reads the data: options, title columns, timestamp, templates, LLM."""
+        RecBole reads the data: options, teacher, title columns, timestamp, templates, LLM."""
         checks.positive(config, COUNTS)
         checks.known_tasks(config, STAGE1_TASKS)
+        teacher_class(config["teacher_model"])
         checks.timestamp_loaded(config)
         titles = {"title_field": config["title_field"]}
         if config["title_year_field"]:

@@ -286,7 +286,8 @@ STAGE1_KEYS = ("seed", "teacher_model", "teacher_config", "teacher_checkpoint", 
                "n_soft_tokens", "delrec_tasks", "stage1_epochs", "stage1_batch_size", "stage1_bucket_window", "stage1_learning_rate",
                "stage1_prefixes_per_user", "stage1_max_examples", "stage1_holdout_users", "teacher_topk", "ta_demo_length",
                "ta_query_length", "rps_loss", "rps_temperature", "stage1_weighting", "n_candidates",
-               "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_tokens", "domain")
+               "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens",
+               "domain")
 
 
 def soft_prompt_meta(config, dataset, llm_source: str) -> dict:
