@@ -101,8 +101,9 @@ def check_template(task: str, template: str, static: Mapping[str, str], where: P
     found = set(_SLOT.findall(template))
     dynamic = {SOFT_SLOT, *TASK_SLOTS[task]}
     missing, unknown = dynamic - found, found - dynamic - set(static)
-    if missing or unknown:
-        problems = [f"lacks {_braced(missing)}"] * bool(missing) + [f"has unknown {_braced(unknown)}"] * bool(unknown)
+    problems = [f"lacks {_braced(missing)}"] if missing else []
+    problems += [f"has unknown {_braced(unknown)}"] if unknown else []
+    if problems:
         raise ValueError(
             f"Prompt template {where} {' and '.join(problems)}: a {task} template needs "
             f"{_braced(dynamic)} and may use the wording {_braced(static)}. "
