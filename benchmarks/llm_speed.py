@@ -234,10 +234,13 @@ def load_tokenizer(spiece: Path):
 
 
 def product_settings(product) -> dict:
-    """The product's prompt, candidate and AdaLoRA defaults (``properties/model/DELRec.yaml``);
-    candidates per prompt as the product decides them (from ``eval_args.mode``)."""
-    values = yaml.safe_load((REPO / "properties" / "model" / "DELRec.yaml").read_text(encoding="utf-8"))
-    keys = ("n_soft_tokens", "history_length", "max_title_tokens", "max_prompt_tokens",
+    """The product's prompt, candidate and AdaLoRA defaults for ML-100K (``properties/model/DELRec.yaml``,
+    then ``properties/dataset/ml-100k.yaml``, as RecBole layers them); candidates per prompt as the
+    product decides them (from ``eval_args.mode``)."""
+    properties = REPO / "properties"
+    values = yaml.safe_load((properties / "model" / "DELRec.yaml").read_text(encoding="utf-8"))
+    values.update(yaml.safe_load((properties / "dataset" / "ml-100k.yaml").read_text(encoding="utf-8")))
+    keys = ("n_soft_tokens", "history_length", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens",
             "teacher_model", "domain", "adalora", "stage1_learning_rate", "learning_rate", "epochs",
             "train_batch_size", "train_prefixes_per_user", "llm_attention", "fused_gelu")
     return {**{k: values[k] for k in keys}, "n_candidates": product.candidates_per_prompt(values)}
@@ -248,10 +251,12 @@ def build_prompts(product, tokenizer, titles, sequences, settings, seed) -> Simp
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    title_ids = [encode(t)[: settings["max_title_tokens"]] for t in titles]
+    encoded = [encode(t) for t in titles]
+    title_ids = [ids[: settings["max_title_tokens"]] for ids in encoded]  # scored titles
     static = {"teacher": settings["teacher_model"], **product.domain_words(settings["domain"])}
     builder = product.PromptBuilder(
-        product.load_template("lsr", settings["domain"]), static, encode, title_ids,
+        product.load_template("lsr", settings["domain"]), static, encode,
+        [ids[: settings["max_prompt_title_tokens"]] for ids in encoded],
         settings["n_soft_tokens"], settings["max_prompt_tokens"], tokenizer.pad_token_id, tokenizer.eos_token_id,
     )
     rng = np.random.default_rng(seed)

@@ -1,9 +1,11 @@
-"""How RecBole finds the plugin's models, trainers and default YAML.
+"""How RecBole finds the plugin's models, trainers, data set class and default YAML.
 
 RecBole looks models up by module path (``recbole.model.<kind>.<name>``), trainers by name on
-``recbole.trainer`` and default YAML under its own ``properties/``.  After
-:func:`register`, all three lookups also answer for our models, so RecBole's own
-``run_recbole(model='DELRec', ...)``, ``Config`` and ``get_trainer`` work unchanged.  Our
+``recbole.trainer``, data set classes by name (``<Model>Dataset``) on ``recbole.data.dataset``
+and default YAML under its own ``properties/``.  After :func:`register`, all four lookups
+also answer for our models (their data set class,
+:class:`~recbole_delrec.data.losses.LossReportingDataset`, records what loading dropped), so
+RecBole's own ``run_recbole(model='DELRec', ...)``, ``Config`` and ``get_trainer`` work unchanged.  Our
 YAML is layered the way RecBole layers its own: RecBole's defaults, then
 ``properties/model/<Model>.yaml``, then ``properties/dataset/<dataset>.yaml``; user files,
 ``config_dict`` and ``--key=value`` still win.  RecBole's FLOPs probe deep-copies the model
@@ -17,6 +19,7 @@ import importlib
 import sys
 from pathlib import Path
 
+import recbole.data.dataset as recbole_dataset
 import recbole.model.sequential_recommender as recbole_sequential
 import recbole.quick_start.quick_start as recbole_quick_start
 import recbole.trainer as recbole_trainer
@@ -63,8 +66,9 @@ def _get_flops(model, *args, **kwargs):
 
 def register() -> None:
     """Mend RecBole (:mod:`recbole_delrec.compat`), then make its lookups find the plugin's
-    models, trainers and YAML (idempotent)."""
+    models, trainers, data set class and YAML (idempotent)."""
     from recbole_delrec import compat
+    from recbole_delrec.data.losses import LossReportingDataset
 
     compat.apply()
     for name, (module_path, trainer_path, trainer_name) in MODELS.items():
@@ -74,5 +78,6 @@ def register() -> None:
         setattr(recbole_sequential, name, getattr(module, name))
         trainer_module = importlib.import_module(trainer_path)
         setattr(recbole_trainer, trainer_name, getattr(trainer_module, trainer_name))
+        setattr(recbole_dataset, f"{name}Dataset", LossReportingDataset)
     Config._load_internal_config_dict = _load_internal_config_dict
     recbole_quick_start.get_flops = _get_flops

@@ -28,7 +28,7 @@ TINY = {
     "user_inter_num_interval": "[300,inf)",
     "epochs": 1, "eval_step": 1, "train_batch_size": 8, "train_prefixes_per_user": 1, "eval_batch_size": 400,
     "teacher_config": TINY_TEACHER, "scratch_llm": TINY_LLM,
-    "n_soft_tokens": 4, "history_length": 4, "max_prompt_tokens": 512,
+    "n_soft_tokens": 4, "history_length": 4,
 }
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -71,3 +71,27 @@ def test_ta_template_fills_all_slots(tokenizer):
 
 def _contains(ids: list[int], part: list[int]) -> bool:
     return any(ids[i : i + len(part)] == part for i in range(len(ids) - len(part) + 1))
+
+
+def test_history_cuts_are_counted_and_taken(tokenizer):
+    full, _ = _builder(tokenizer)
+    history, candidates = list(range(1, 21)), list(range(21, 31))
+    untruncated = len(full.build(history=history, candidates=candidates).input_ids)
+    short, _ = _builder(tokenizer, max_tokens=untruncated - 15)
+    short.build(history=history, candidates=candidates)
+    short.build(history=[1], candidates=candidates)
+    cuts = short.take_cuts()
+    assert (cuts.prompts, cuts.cut) == (2, 1) and cuts.titles >= 1
+    assert short.take_cuts().prompts == 0  # taking starts the count again
+
+
+@pytest.mark.parametrize("task", ["lsr", "ta"])
+def test_longest_bounds_every_prompt_and_fits_means_no_error(tokenizer, task):
+    builder, titles = _builder(tokenizer, task=task)
+    by_length = sorted(range(1, len(titles)), key=lambda i: -len(titles[i]))
+    longest = builder.longest(10)
+    builder.max_tokens = longest  # the bound fits: the longest titles everywhere must build
+    slots = {"history": by_length[10:20], "candidates": by_length[:10]} if task == "lsr" else {
+        "demo_history": by_length[10:13], "demo_prediction": by_length[13], "demo_answer": by_length[14],
+        "query_history": by_length[15:18], "query_prediction": by_length[18], "candidates": by_length[:10]}
+    assert len(builder.build(**slots).input_ids) <= longest

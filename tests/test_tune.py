@@ -32,6 +32,7 @@ TINY = {
                     "num_decoder_layers": 1, "dropout_rate": 0.0, "feed_forward_proj": "gated-gelu"},
     "history_length": 3,
     "max_title_tokens": 2,
+    "max_prompt_title_tokens": 2,
     "eval_batch_size": 200,
     "show_progress": False,
     "state": "WARNING",

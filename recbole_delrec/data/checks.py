@@ -3,10 +3,16 @@ start-up (:mod:`recbole_delrec.runs.startup`) before anything trains.
 
 A model class adds its own checks through two class methods that RecBole never calls
 (``check_config(config)`` before the data set is read, ``check_dataset(config, dataset)``
-after it is loaded); each message names the setting, what was found and the fix.
+after it is loaded); each message names the setting, what was found and the fix.  The
+checks they share live here; a bad setting then costs the seconds of reading a header, not
+the minutes of training a teacher.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
 
 from recbole.config import Config
 from recbole.utils import get_model
@@ -24,3 +30,135 @@ def check_dataset(config: Config, dataset) -> None:
     hook = getattr(get_model(config["model"]), "check_dataset", None)
     if hook is not None:
         hook(config, dataset)
+
+
+# ---------------------------------------------------------------------- the atomic files
+def atomic_file(config: Config, suffix: str) -> Path:
+    """Where RecBole reads ``<dataset>.<suffix>`` (``data_path`` already holds the data set's
+    folder; for ``ml-100k`` it is RecBole's bundled copy whatever the user set)."""
+    name = config["dataset"]
+    parts = config["benchmark_filename"]
+    if suffix == "inter" and parts:
+        name = f"{name}.{parts[0]}"
+    return Path(os.path.normpath(config["data_path"])) / f"{name}.{suffix}"
+
+
+def header(path: Path, config: Config) -> dict[str, str]:
+    """``{column: type}`` of an atomic file's first line."""
+    with open(path, encoding=config["encoding"]) as file:
+        first = file.readline().rstrip("\r\n")
+    return dict(
+        (column.split(":", 1) + [""])[:2] for column in first.split(config["field_separator"]) if column
+    )
+
+
+def loaded_columns(config: Config, source: str, columns: Mapping[str, str]) -> set[str]:
+    """The columns of a file that RecBole will load, by its ``load_col``/``unload_col`` rules."""
+    load_col, unload_col = config["load_col"], config["unload_col"] or {}
+    if load_col is None or load_col.get(source) == "*":
+        kept = set(columns)
+    else:
+        kept = set(load_col.get(source) or ()) & set(columns)
+    return kept - set(unload_col.get(source) or ())
+
+
+def item_fields(config: Config, options: Mapping[str, str]) -> None:
+    """Each ``option: column`` of ``options`` (``title_field: title``) is a column of the
+    ``.item`` file that RecBole loads.
+
+    The message shows the file's header, not what RecBole happened to load: the header is
+    what a user can fix the option against.
+    """
+    path = atomic_file(config, "item")
+    if not path.is_file():
+        columns = ", ".join(f"{column}:token_seq" for column in options.values())
+        raise FileNotFoundError(
+            f"{config['model']} needs item titles, and there is no '{path.name}' in "
+            f"{path.parent} (data_path + data set name). Write it (a tab-separated header "
+            f"'item_id:token {columns}', one row per item), or fix `data_path` (the folder "
+            f"that contains {config['dataset']}/{config['dataset']}.inter and .item)."
+        )
+    columns = header(path, config)
+    loaded = loaded_columns(config, "item", columns)
+    for option, column in options.items():
+        if column not in columns:
+            raise ValueError(
+                f"`{option}: {column}` is not a column of {path}: its header has "
+                f"{[f'{c}:{t}' for c, t in columns.items()]}. Set `{option}` to one of "
+                f"{[c for c in columns if c != config['ITEM_ID_FIELD']]} and list it in `load_col: item`."
+            )
+        if column not in loaded:
+            raise ValueError(
+                f"`{option}: {column}` is a column of {path}, but RecBole will not load it "
+                f"(load_col: {config['load_col']}, unload_col: {config['unload_col']}): add it, e.g. "
+                f"`load_col: {{inter: [...], item: [{config['ITEM_ID_FIELD']}, {column}]}}`."
+            )
+
+
+def timestamp_loaded(config: Config) -> None:
+    """RecBole's sequential data sets sort each user's interactions by ``TIME_FIELD``
+    (whatever ``eval_args.order`` says), and ``order: TO`` splits by it: without that column
+    loaded, RecBole fails deep inside its data augmentation with a dump of the batch."""
+    path = atomic_file(config, "inter")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"There is no interaction file {path}: `data_path` must be the folder that contains "
+            f"{config['dataset']}/{path.name} (RecBole appends the data set name itself)."
+        )
+    time_field, columns = config["TIME_FIELD"], header(path, config)
+    why = f"{config['model']}'s sequences are ordered by it (eval_args.order: {config['eval_args']['order']})"
+    if not time_field or time_field not in columns:
+        raise ValueError(
+            f"TIME_FIELD '{time_field}' is not a column of {path} (its header has "
+            f"{[f'{c}:{t}' for c, t in columns.items()]}), and {why}: add a "
+            f"'{time_field or 'timestamp'}:float' column (any number that orders each user's "
+            f"interactions), or set `TIME_FIELD` to the column that does."
+        )
+    if time_field not in loaded_columns(config, "inter", columns):
+        raise ValueError(
+            f"TIME_FIELD '{time_field}' is in {path} but RecBole will not load it "
+            f"(load_col: {config['load_col']}, unload_col: {config['unload_col']}), and {why}: "
+            f"add it, e.g. `load_col: {{inter: [user_id, item_id, {time_field}], ...}}`."
+        )
+
+
+# ---------------------------------------------------------------------- settings
+def positive(config: Config, keys: tuple[str, ...]) -> None:
+    """Each of ``keys`` is a whole number of at least 1."""
+    for key in keys:
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{key}` must be a whole number of at least 1, and it is {value!r}.")
+
+
+def catalogue_holds(config: Config, dataset, n_candidates: int) -> None:
+    """Every prompt lists ``n_candidates`` distinct items: the catalogue must have them."""
+    n_items = dataset.item_num - 1  # RecBole's id 0 is padding
+    if not 2 <= n_candidates <= n_items:
+        raise ValueError(
+            f"n_candidates={n_candidates} (candidates per prompt, the true item included) needs "
+            f"between 2 and the catalogue's size, and data set '{config['dataset']}' has {n_items} "
+            f"items after loading: set `n_candidates` to at most {n_items}."
+        )
+
+
+def prompt_fits(config: Config, task: str, longest: int, n_candidates: int) -> None:
+    """The longest prompt a task can make (:meth:`PromptBuilder.longest`) fits ``max_prompt_tokens``."""
+    limit = config["max_prompt_tokens"]
+    if longest > limit:
+        raise ValueError(
+            f"The longest {task} prompt needs up to {longest} tokens (template, "
+            f"n_soft_tokens={config['n_soft_tokens']}, {n_candidates} candidates and one history "
+            f"item with titles of up to max_prompt_title_tokens={config['max_prompt_title_tokens']} "
+            f"tokens), more than max_prompt_tokens={limit}: raise `max_prompt_tokens` to at least "
+            f"{longest}, or lower `max_prompt_title_tokens`, `n_candidates` or `n_soft_tokens`."
+        )
+
+
+def known_tasks(config: Config, tasks: tuple[str, ...]) -> None:
+    """``delrec_tasks`` lists stage-1 tasks that exist."""
+    unknown = [t for t in config["delrec_tasks"] or () if t not in tasks]
+    if unknown:
+        raise ValueError(
+            f"delrec_tasks {config['delrec_tasks']} has {unknown}: use a sub-list of {list(tasks)}."
+        )

@@ -6,13 +6,17 @@ title.  RecBole stores a ``token_seq`` title as a row of token ids (words split 
 ("Usual Suspects, The" -> "The Usual Suspects") and append the year where the data set has
 one.  An item without a usable title gets the documented fallback ``"item <token>"`` (its
 original id from the atomic file): never a crash, never an empty string in a prompt.
+
+Titles then become token ids cut to a budget (:class:`TitleTokens`): one budget for titles
+shown in prompts (``max_prompt_title_tokens``), one for the title the decoder scores
+(``max_title_tokens``), so that long product titles cannot crowd candidates out of a prompt.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,7 +66,7 @@ class ItemText:
         Raises a ``ValueError`` that names the option to set when the data set has no
         ``.item`` features or lacks ``title_field``.
         """
-        _check_title_field(dataset, title_field)
+        check_title_field(dataset, title_field)
         words = _field_strings(dataset, title_field)
         years = _field_strings(dataset, year_field) if _has_field(dataset, year_field) else None
         tokens = dataset.field2id_token[dataset.iid_field]
@@ -77,11 +81,30 @@ class ItemText:
         return cls(tuple(titles), n_fallback)
 
 
+@dataclass(frozen=True)
+class TitleTokens:
+    """Every item's title as token ids cut to ``budget`` (index 0: the padding item)."""
+
+    ids: list[list[int]]
+    budget: int
+    n_cut: int  # titles (padding item excluded) that lost tokens to the budget
+    longest: int  # tokens of the longest title before the cut
+
+    @classmethod
+    def cut(cls, encoded: Sequence[Sequence[int]], budget: int) -> "TitleTokens":
+        lengths = [len(ids) for ids in encoded[1:]]
+        return cls(
+            [list(ids[:budget]) for ids in encoded], budget,
+            sum(n > budget for n in lengths), max(lengths, default=0),
+        )
+
+
 def _has_field(dataset: Dataset, field: str | None) -> bool:
     return bool(field) and dataset.item_feat is not None and field in dataset.item_feat
 
 
-def _check_title_field(dataset: Dataset, title_field: str) -> None:
+def check_title_field(dataset: Dataset, title_field: str) -> None:
+    """The loaded data set has item features with ``title_field`` (a ``ValueError`` naming the fix)."""
     name = dataset.dataset_name
     if dataset.item_feat is None:
         raise ValueError(

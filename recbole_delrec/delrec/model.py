@@ -24,17 +24,23 @@ from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 
+from recbole_delrec.data import checks
 from recbole_delrec.data.candidates import CandidateSampler, CandidateSets, candidates_per_prompt, check_candidates
+from recbole_delrec.data.losses import log_history_cuts, log_title_losses
 from recbole_delrec.evaluation.baselines import check_baselines
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
-from recbole_delrec.llm.backbone import SCRATCH, Backbone, load_backbone, set_speed_options
+from recbole_delrec.llm.backbone import SCRATCH, Backbone, check_llm_path, load_backbone, set_speed_options
 from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.data.prefixes import latest_prefix_rows
-from recbole_delrec.prompts import PromptBuilder, domain_words, load_template
-from recbole_delrec.data.titles import ItemText
+from recbole_delrec.prompts import PromptBuilder, check_template, domain_words, load_template, template_path
+from recbole_delrec.data.titles import ItemText, TitleTokens, check_title_field
+from recbole_delrec.teacher import teacher_class
 
 TASKS = ("lsr", "rps", "ta")
+STAGE1_TASKS = ("rps", "ta")
+#: Settings that must be whole numbers of at least 1.
+COUNTS = ("history_length", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens", "candidate_orders")
 
 
 class DELRec(SequentialRecommender):
@@ -59,8 +65,15 @@ class DELRec(SequentialRecommender):
         )
         self.tokenizer = backbone.tokenizer
         self.llm_source = backbone.source
-        title_ids = [backbone.encode(t)[: config["max_title_tokens"]] for t in self.item_text.titles]
-        self.prompts = self._builders(config, templates, backbone, title_ids)
+        encoded = backbone.encode_all(self.item_text.titles)
+        prompt_titles = TitleTokens.cut(encoded, config["max_prompt_title_tokens"])
+        scored_titles = TitleTokens.cut(encoded, config["max_title_tokens"])
+        log_title_losses(dataset.dataset_name, self.item_text.n_fallback, dataset.item_num - 1, prompt_titles, scored_titles)
+        self.max_prompt_tokens = config["max_prompt_tokens"]
+        self.prompts = self._builders(config, templates, backbone, prompt_titles.ids)
+        n_candidates = candidates_per_prompt(config)
+        for task in self.tasks(config):  # before the teacher trains (the trainer trains it in fit)
+            checks.prompt_fits(config, task, self.prompts[task].longest(n_candidates), n_candidates)
         self.soft_prompt = SoftPrompt.from_vocabulary(
             self.n_soft, backbone.model.get_input_embeddings().weight, self.seed
         ).requires_grad_(False)
@@ -69,23 +82,52 @@ class DELRec(SequentialRecommender):
             backbone.model, config["llm_attention"], config["fused_gelu"], config["gradient_checkpointing"]
         )
         self.llm = add_adalora(backbone.model, self._adalora_options(config, backbone), self._total_steps(config, dataset))
-        self.scorer = CandidateScorer(title_ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        self.scorer = CandidateScorer(scored_titles.ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
         self.sampler = CandidateSampler.from_dataset(dataset, candidates_per_prompt(config), self.seed)
         self.train_rng = np.random.default_rng(self.seed)
         self.teacher: SequentialRecommender | None = None
 
-    # ------------------------------------------------------------------ checks (run by the start-up)
+    # ------------------------------------------------------------------ checks before training
     @classmethod
     def check_config(cls, config) -> None:
-        """Before any data is read: the candidate protocol and the baselines."""
+        """Everything the configuration and the atomic files' headers can tell, before
+        RecBole reads the data: candidates, baselines, options, teacher, title columns,
+        timestamp, templates, LLM."""
         check_candidates(config)
         check_baselines(config)
+        checks.positive(config, COUNTS)
+        checks.known_tasks(config, STAGE1_TASKS)
+        teacher_class(config["teacher_model"])
+        checks.timestamp_loaded(config)
+        titles = {"title_field": config["title_field"]}
+        if config["title_year_field"]:
+            titles["title_year_field"] = config["title_year_field"]
+        checks.item_fields(config, titles)
+        static = {"teacher": config["teacher_model"], **domain_words(config["domain"])}
+        for task in cls.tasks(config):
+            path = template_path(task, config["domain"], config["prompt_template_dir"])
+            check_template(task, path.read_text(encoding="utf-8"), static, path)
+        check_llm_path(config["llm_path"])
 
     @classmethod
     def check_dataset(cls, config, dataset) -> None:
-        """Before the split: a saved candidate file (``candidates_path``) fits this data set."""
+        """What needs the loaded data: titles loaded, enough items for every prompt, and a saved
+        candidate file (``candidates_path``) that fits this data set."""
+        check_title_field(dataset, config["title_field"])
+        checks.catalogue_holds(config, dataset, candidates_per_prompt(config))
         if config["candidates_path"]:
             CandidateSets.load(config["candidates_path"], dataset, candidates_per_prompt(config))
+
+    @staticmethod
+    def tasks(config) -> tuple[str, ...]:
+        """The prompts this run builds: LSR, and the stage-1 tasks of ``delrec_tasks``."""
+        return ("lsr", *(t for t in STAGE1_TASKS if t in (config["delrec_tasks"] or ())))
+
+    def train(self, mode: bool = True) -> "DELRec":
+        """RecBole (and stage 1) switch the mode at every phase: a training epoch, a
+        validation, a test.  Say then what the phase's prompts lost to ``max_prompt_tokens``."""
+        log_history_cuts(self.prompts, self.max_prompt_tokens)
+        return super().train(mode)
 
     # ------------------------------------------------------------------ construction
     def _builders(self, config, templates, backbone: Backbone, title_ids) -> dict[str, PromptBuilder]:

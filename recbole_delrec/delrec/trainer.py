@@ -255,4 +255,3 @@ class DELRecTrainer(Trainer):
         load_rank_state(self.delrec.llm, state["rank_state"])
         self._resume = state  # random generators are restored when stage 2 starts
         self.logger.info(set_color("Resume", "green") + f": {self.run.path} from epoch {self.start_epoch}")
-

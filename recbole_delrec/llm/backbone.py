@@ -9,13 +9,17 @@ titles and the prompt templates.  That keeps every path runnable offline; the lo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import getLogger
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import is_offline_mode, try_to_load_from_cache
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
 from torch import nn
@@ -33,6 +37,8 @@ SCRATCH = "scratch-t5"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: Attention kernels the candidate scorer builds masks for (T5 has no flash-attention path).
 ATTENTION_KERNELS = ("sdpa", "eager")
+#: Environment switches that forbid downloads (huggingface_hub's and transformers' own).
+OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 @dataclass
@@ -50,6 +56,10 @@ class Backbone:
     def encode(self, text: str) -> list[int]:
         """Token ids of a text piece, without special tokens."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` of many texts in one tokenizer call (a 50k-item catalogue in seconds)."""
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
 
 def load_backbone(
@@ -70,15 +80,76 @@ def _dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def _pretrained_backbone(llm_path: str, dtype: torch.dtype) -> Backbone:
-    looks_local = llm_path.startswith((".", "/", "~")) or Path(llm_path).exists()
-    path = Path(llm_path).expanduser()
-    if looks_local and not path.is_dir():
+def _looks_local(llm_path: str) -> bool:
+    return llm_path.startswith((".", "/", "~")) or Path(llm_path).exists()
+
+
+def check_llm_path(llm_path: str | None) -> None:
+    """Fail before any data is read if ``llm_path`` cannot be loaded later.
+
+    Empty: the offline scratch model.  A path: a ``save_pretrained`` folder with its
+    ``config.json``.  Otherwise a well-formed hub id, present in the local Hugging Face cache
+    or downloadable; with downloads switched off (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)
+    an id that is not cached is an error, and any uncached id is named in a warning, since
+    whether the network answers is only known when the model is built.
+    """
+    if not llm_path:
+        return
+    llm_path = str(llm_path)
+    if _looks_local(llm_path):
+        _check_local_llm(llm_path, Path(llm_path).expanduser())
+        return
+    try:
+        validate_repo_id(llm_path)
+    except HFValidationError as err:
+        raise ValueError(
+            f"llm_path '{llm_path}' is neither an existing folder nor a hub id ({err}): give a "
+            f"folder written by `save_pretrained`, a hub id such as 'google/flan-t5-xl', or "
+            f"leave llm_path empty for the offline scratch model."
+        ) from None
+    if isinstance(try_to_load_from_cache(llm_path, "config.json"), str):
+        return
+    advice = (
+        f"download it where there is network access (`huggingface-cli download {llm_path}`, "
+        f"or `save_pretrained` to a folder), then set llm_path to that folder, or leave llm_path "
+        f"empty for the offline scratch model."
+    )
+    if _offline():
+        raise OSError(
+            f"llm_path '{llm_path}' is not in the local Hugging Face cache and downloads are "
+            f"switched off ({', '.join(OFFLINE_SWITCHES)}): {advice}"
+        )
+    getLogger().warning(
+        f"llm_path '{llm_path}' is not in the local Hugging Face cache: it will be downloaded "
+        f"when the model is built, which fails without network access; then {advice}"
+    )
+
+
+def _check_local_llm(llm_path: str, path: Path) -> None:
+    if not path.is_dir():
         raise FileNotFoundError(
             f"llm_path '{llm_path}' does not exist: give a directory written by "
             f"`save_pretrained` (config.json, weights, tokenizer files) or a hub id such as "
             f"'google/flan-t5-xl', or leave llm_path empty for the offline scratch model."
         )
+    if not (path / "config.json").is_file():
+        found = sorted(p.name for p in path.iterdir())[:10]
+        raise FileNotFoundError(
+            f"llm_path '{llm_path}' has no config.json (it holds {found}): point llm_path at the "
+            f"folder that `save_pretrained` wrote (config.json, weights, tokenizer files)."
+        )
+
+
+def _offline() -> bool:
+    switched = (os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE") for name in OFFLINE_SWITCHES)
+    return is_offline_mode() or any(switched)
+
+
+def _pretrained_backbone(llm_path: str, dtype: torch.dtype) -> Backbone:
+    looks_local = _looks_local(llm_path)
+    path = Path(llm_path).expanduser()
+    if looks_local:
+        _check_local_llm(llm_path, path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path) if looks_local else llm_path)
         model = T5ForConditionalGeneration.from_pretrained(

@@ -12,7 +12,9 @@ wording) are filled once when the builder is made; *dynamic* slots are filled pe
 Literal pieces and every title are tokenised once, so building a batch of prompts is list
 concatenation, not tokenisation: that keeps prompt building off the training hot path.
 Prompts longer than ``max_tokens`` lose their *oldest* history titles first (slots whose
-name ends in ``history``); candidates are never cut.
+name ends in ``history``); candidates are never cut.  :meth:`PromptBuilder.longest` bounds
+the longest prompt a catalogue can produce (checked before anything trains), and the
+builder counts the prompts that lost history (:class:`HistoryCuts`), so the log can say so.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ from pathlib import Path
 import yaml
 
 SOFT_SLOT = "soft_prompt"
+CANDIDATES_SLOT = "candidates"
+HISTORY_SUFFIX = "history"
+#: The dynamic slots each DELRec task fills (beside ``{soft_prompt}``); a template must have
+#: all of them and no slot other than these and its domain's wording.
+TASK_SLOTS = {
+    "lsr": ("history", CANDIDATES_SLOT),
+    "rps": ("history", CANDIDATES_SLOT),
+    "ta": ("demo_history", "demo_prediction", "demo_answer", "query_history", "query_prediction", CANDIDATES_SLOT),
+}
 LIST_SEPARATOR = "; "
 SOFT_MARKER = "[SOFT PROMPT x{n}]"
 _SLOT = re.compile(r"\{(\w+)\}")
@@ -43,6 +54,16 @@ class PromptIds:
     soft_start: int
 
 
+@dataclass
+class HistoryCuts:
+    """What fitting prompts into ``max_tokens`` cost: prompts built, how many lost history
+    titles, and how many titles they lost in all."""
+
+    prompts: int = 0
+    cut: int = 0
+    titles: int = 0
+
+
 def template_dir(custom: str | None = None) -> Path:
     """Where templates live: a user's ``prompt_template_dir`` or the packaged ones."""
     if custom:
@@ -53,13 +74,42 @@ def template_dir(custom: str | None = None) -> Path:
     return Path(str(resources.files("recbole_delrec.prompts") / "templates"))
 
 
-def load_template(task: str, domain: str, custom_dir: str | None = None) -> str:
-    """Read ``<dir>/<domain>/<task>.txt`` if present, else ``<dir>/<task>.txt``."""
+def template_path(task: str, domain: str, custom_dir: str | None = None) -> Path:
+    """``<dir>/<domain>/<task>.txt`` if present, else ``<dir>/<task>.txt``."""
     root = template_dir(custom_dir)
     for path in (root / domain / f"{task}.txt", root / f"{task}.txt"):
         if path.is_file():
-            return path.read_text(encoding="utf-8").strip()
-    raise FileNotFoundError(f"No prompt template '{task}.txt' in {root} (domain '{domain}').")
+            return path
+    raise FileNotFoundError(
+        f"No prompt template '{task}.txt' in {root} (nor in its '{domain}' folder): add "
+        f"{task}.txt to prompt_template_dir (the packaged one is a model to copy), or set "
+        f"`prompt_template_dir: ~` for the packaged templates."
+    )
+
+
+def load_template(task: str, domain: str, custom_dir: str | None = None) -> str:
+    """The text of :func:`template_path`."""
+    return template_path(task, domain, custom_dir).read_text(encoding="utf-8").strip()
+
+
+def check_template(task: str, template: str, static: Mapping[str, str], where: Path | str) -> None:
+    """A template must have every slot its task fills and no slot nobody fills.
+
+    Checked before anything trains: a missing ``{candidates}`` would otherwise surface as a
+    prompt without candidates, an unknown slot as a ``KeyError`` in the middle of stage 1.
+    """
+    found = set(_SLOT.findall(template))
+    dynamic = {SOFT_SLOT, *TASK_SLOTS[task]}
+    missing, unknown = dynamic - found, found - dynamic - set(static)
+    problems = [f"lacks {_braced(missing)}"] if missing else []
+    problems += [f"has unknown {_braced(unknown)}"] if unknown else []
+    if problems:
+        raise ValueError(
+            f"Prompt template {where} {' and '.join(problems)}: a {task} template needs "
+            f"{_braced(dynamic)} and may use the wording {_braced(static)}. "
+            f"Fix the file in prompt_template_dir (the packaged {task}.txt is a model), or set "
+            f"`prompt_template_dir: ~`."
+        )
 
 
 def domain_words(domain: str) -> dict[str, str]:
@@ -93,6 +143,7 @@ class PromptBuilder:
         self.sep_ids = encode(LIST_SEPARATOR.strip())
         self.n_soft, self.max_tokens = n_soft, max_tokens
         self.pad_id, self.eos_id = pad_id, eos_id
+        self.cuts = HistoryCuts()
 
     def build(self, **values: SlotValue) -> PromptIds:
         """Token ids of the prompt for these slot values (item ids), truncated to fit."""
@@ -136,13 +187,39 @@ class PromptBuilder:
             ids += (self.sep_ids if n else []) + list(self.item_ids[item])
         return ids
 
+    def longest(self, n_candidates: int) -> int:
+        """An upper bound on this builder's prompt length after history truncation.
+
+        ``n_candidates`` of the catalogue's longest titles, the longest title in every other
+        slot, and one item per history slot (truncation stops there): whatever the history,
+        no prompt needs more, so if this fits ``max_tokens``, :meth:`build` never fails.
+        """
+        lengths = sorted((len(ids) for ids in self.item_ids[1:]), reverse=True)
+        total = self._fixed()
+        for name in self.slots:
+            if name == SOFT_SLOT:
+                total += self.n_soft
+            elif name == CANDIDATES_SLOT:
+                total += sum(lengths[:n_candidates]) + (n_candidates - 1) * len(self.sep_ids)
+            else:
+                total += lengths[0]
+        return total
+
+    def take_cuts(self) -> HistoryCuts:
+        """The history cuts counted since the last call (the counter starts again)."""
+        cuts, self.cuts = self.cuts, HistoryCuts()
+        return cuts
+
+    def _fixed(self) -> int:
+        """Tokens of the literal text and the end-of-sequence token."""
+        return sum(len(v) for v in self.literal_ids.values()) + 1
+
     def _length(self, values: Mapping[str, SlotValue]) -> int:
-        fixed = sum(len(v) for v in self.literal_ids.values()) + 1
         slots = sum(
             self.n_soft if name == SOFT_SLOT else len(self._slot_ids(values[name]))
             for name in self.slots
         )
-        return fixed + slots
+        return self._fixed() + slots
 
     def _truncated(self, values: Mapping[str, SlotValue]) -> dict[str, SlotValue]:
         """Drop the oldest history titles until the prompt fits ``max_tokens``."""
@@ -150,16 +227,25 @@ class PromptBuilder:
         if missing:
             raise KeyError(f"Prompt slots without a value: {missing}")
         values = {k: (v if isinstance(v, int) else list(v)) for k, v in values.items()}
-        for name in (s for s in self.slots if s.endswith("history")):
+        dropped = 0
+        for name in (s for s in self.slots if s.endswith(HISTORY_SUFFIX)):
             while self._length(values) > self.max_tokens and len(values[name]) > 1:
                 values[name] = values[name][1:]
+                dropped += 1
         if self._length(values) > self.max_tokens:
             raise ValueError(
                 f"The prompt needs {self._length(values)} tokens with one history item left, more "
                 f"than max_prompt_tokens={self.max_tokens}: raise `max_prompt_tokens`, or lower "
-                f"`n_candidates`, `n_soft_tokens` or `max_title_tokens`."
+                f"`n_candidates`, `n_soft_tokens` or `max_prompt_title_tokens`."
             )
+        self.cuts.prompts += 1
+        self.cuts.cut += bool(dropped)
+        self.cuts.titles += dropped
         return values
+
+
+def _braced(names) -> str:
+    return ", ".join("{" + name + "}" for name in sorted(names))
 
 
 def _fill_static(template: str, static: Mapping[str, str]) -> str:

@@ -32,8 +32,11 @@ from recbole.utils import InputType, ModelType
 from torch import nn
 
 from recbole_delrec.config import isolated_config
+from recbole_delrec.data import checks
+from recbole_delrec.llm.backbone import check_llm_path
 from recbole_delrec.teacher import GENERAL_KEYS, teacher_class
 from recbole_delrec.tslrec.gated import GatedItemEmbedding, GroupedItemEmbedding
+from recbole_delrec.tslrec.sft import instruction, tslrec_template
 
 VARIANTS = ("base", "ci", "tslrec")
 #: Keys of TSLRec's own configuration that the backbone's RecBole config inherits.
@@ -103,6 +106,16 @@ class TSLRec(SequentialRecommender):
                 f"backbone '{self.backbone_name}' keeps no `item_embedding` nn.Embedding for TSLRec "
                 f"to enrich: use SASRec, GRU4Rec, Caser, NARM, STAMP or NextItNet."
             )
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Before RecBole reads the data (:mod:`recbole_delrec.data.checks`): timestamp,
+        backbone, instruction template and LLM, each of which would otherwise fail only after
+        the teacher trained."""
+        checks.timestamp_loaded(config)
+        backbone_class(config["backbone"])
+        instruction(tslrec_template(config), int(config["n_groups"]))
+        check_llm_path(config["llm_path"])
 
     # ------------------------------------------------------------------ item representation
     @property

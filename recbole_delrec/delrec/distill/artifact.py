@@ -29,7 +29,7 @@ SHAPING = (
     "teacher_topk", "ta_demo_length", "ta_query_length", "rps_loss", "rps_temperature", "stage1_weighting",
     "enable_amp", "enable_scaler", "n_candidates",
     # prompts, titles and the LLM they go through
-    "teacher_model", "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_tokens", "domain",
+    "teacher_model", "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens", "domain",
     "title_field", "title_year_field", "llm_path", "llm_dtype", "scratch_llm",
     "n_soft_tokens",
 )

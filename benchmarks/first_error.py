@@ -1,0 +1,118 @@
+"""Time to first error: how long a bad setting takes to be reported, from process start.
+
+    python benchmarks/first_error.py [--cases title_field domain ...] [--device-name cpu-2core]
+
+Each case runs ``run_delrec.py`` in its own process (the real command, Python start-up and
+imports included) with one bad setting, on RecBole's bundled ML-100K or on a small generated
+data set (written to a temporary folder), and measures the seconds until the process ends with
+the expected message.  Every case must fail before the teacher trains: compare with
+``<name>.teacher_seconds`` of a recorded run (``ml100k.default.teacher_seconds``).
+
+Records ``first_error.<case>.seconds`` in ``benchmarks/results/first_error.json`` (the project's
+format: metric, value, unit, device, date, command); a case whose message is not the expected
+one is reported and makes the exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+
+from tests.generated import LOAD_COL, histories, titles, write_atomic  # noqa: E402
+
+#: case -> (data set, --key=value arguments or a YAML mapping, a piece of the expected message)
+CASES = {
+    "title_field": ("ml-100k", {"title_field": "title"}, "is not a column of"),
+    "title_not_loaded": ("toy", {"load_col": {"inter": LOAD_COL["inter"], "item": ["item_id"]}}, "will not load it"),
+    "no_item_file": ("bare", {}, "needs item titles"),
+    "timestamp_not_loaded": ("toy", {"load_col": {"inter": ["user_id", "item_id"], "item": ["item_id", "title"]}},
+                             "TIME_FIELD 'timestamp'"),
+    "template_placeholder": ("toy", {"prompt_template_dir": "{templates}"}, "lacks {candidates}"),
+    "domain": ("ml-100k", {"domain": "cars"}, "Unknown domain"),
+    "teacher_model": ("ml-100k", {"teacher_model": "NoSuchRec"}, "teacher_model 'NoSuchRec'"),
+    "llm_path": ("ml-100k", {"llm_path": "/no/such/flan-t5"}, "does not exist"),
+    "n_candidates": ("ml-100k", {"n_candidates": 5000}, "n_candidates=5000"),
+    "prompt_too_long": ("ml-100k", {"max_prompt_tokens": 256}, "The longest lsr prompt"),
+}
+#: What the generated data sets need besides the case's own setting.
+GENERATED = {"load_col": LOAD_COL, "title_field": "title", "domain": "products", "user_inter_num_interval": "[1,inf)"}
+
+
+def prepare(folder: Path) -> None:
+    """The generated data sets (``toy`` with titles, ``bare`` without a .item file) and a
+    template folder whose lsr.txt lacks ``{candidates}``."""
+    write_atomic(folder, "toy", histories(200, 12, 500), titles(500, (3, 10)))
+    write_atomic(folder, "bare", histories(200, 12, 500), None)
+    templates = folder / "templates"
+    templates.mkdir()
+    (templates / "lsr.txt").write_text("{soft_prompt} The user bought {history}. What next?", encoding="utf-8")
+
+
+def run_case(name: str, folder: Path) -> tuple[float, str, bool]:
+    """Seconds from process start to its end, the last line of its error, whether it matched."""
+    dataset, setting, expected = CASES[name]
+    values = {**(GENERATED if dataset != "ml-100k" else {}), **setting, "checkpoint_dir": str(folder / "saved" / name),
+              "state": "WARNING", "show_progress": False}
+    if values.get("prompt_template_dir") == "{templates}":
+        values["prompt_template_dir"] = str(folder / "templates")
+    config_file = folder / f"{name}.yaml"
+    config_file.write_text(json.dumps(values), encoding="utf-8")  # JSON is YAML
+    command = [sys.executable, str(REPO / "run_delrec.py"), f"--dataset={dataset}", f"--data_path={folder}",
+               f"--config_files={config_file}"]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    lines = [line for line in done.stderr.splitlines() if "Error" in line.split(":")[0]]
+    last = lines[-1] if lines else (done.stderr.strip().splitlines() or ["(no error)"])[-1]
+    return seconds, last, done.returncode != 0 and expected in done.stderr
+
+
+def teacher_seconds() -> str:
+    """``ml100k.default.teacher_seconds`` from the recorded default run, if there is one."""
+    path = RESULTS / "ml100k.default.json"
+    records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    found = [r["value"] for r in records if r["metric"] == "ml100k.default.teacher_seconds"]
+    return f"{found[0]} s" if found else "not recorded"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--device-name", default="cpu-2core")
+    args = parser.parse_args()
+    from recbole_delrec.runs.artifacts import save_json
+
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    date = datetime.date.today().isoformat()
+    records, failed = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        prepare(folder)
+        for name in args.cases:
+            seconds, last, ok = run_case(name, folder)
+            print(f"{name:<22} {seconds:6.1f} s  {'ok ' if ok else 'BAD'} {last[:150]}", flush=True)
+            records.append({"metric": f"first_error.{name}.seconds", "value": round(seconds, 2), "unit": "s",
+                            "device": args.device_name, "date": date, "command": command})
+            failed += [] if ok else [name]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    save_json(records, RESULTS / "first_error.json")  # atomic
+    print(f"wrote {RESULTS / 'first_error.json'}")
+    print(f"for comparison, the teacher's training time of the default ML-100K run: {teacher_seconds()}")
+    if failed:
+        print(f"cases without the expected message: {failed}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Bad settings fail fast: one test per case, through the real entry point (``run_delrec``).
+
+Each case must stop with a message that names the setting, what was found and the fix, before
+anything trains: no teacher file may appear in ``checkpoint_dir``.  The data are small
+generated atomic files (``tests/generated.py``) and RecBole's bundled ML-100K.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recbole_delrec import run_delrec
+from recbole_delrec.config import hidden_command_line, isolated_config
+from recbole_delrec.prompts import load_template
+from recbole_delrec.runs.startup import build
+from recbole_delrec.tslrec.quick_start import run_tslrec
+from tests.conftest import tiny_dict
+from tests.generated import LOAD_COL, histories, titles, write_atomic
+
+N_ITEMS = 60
+
+
+@pytest.fixture
+def toy(tmp_path) -> dict:
+    """A good generated data set ``toy`` (40 users x 8 items of 60) and DELRec values for it."""
+    write_atomic(tmp_path, "toy", histories(40, 8, N_ITEMS), titles(N_ITEMS, (2, 6)))
+    return tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL, title_field="title",
+                     domain="products", user_inter_num_interval="[1,inf)")
+
+
+def fails_fast(values: dict, *expected: str, dataset: str = "toy") -> str:
+    """Run DELRec; it must fail with every ``expected`` piece in the message, and no teacher file."""
+    with hidden_command_line(), pytest.raises((ValueError, OSError)) as info:
+        run_delrec(dataset=dataset, config_dict=values)
+    message = str(info.value)
+    for piece in expected:
+        assert piece in message, message
+    assert not list(Path(values["checkpoint_dir"]).glob("teacher-*"))
+    return message
+
+
+def test_good_generated_dataset_passes_every_check(toy):
+    config = isolated_config("DELRec", "toy", toy)
+    started = build(config)  # checks, loading, model (and its longest-prompt check), trainer
+    assert started.model.item_text[1] and not list(Path(toy["checkpoint_dir"]).glob("teacher-*"))
+
+
+def test_title_field_missing_from_item_header_lists_the_header(toy, tmp_path):
+    write_atomic(tmp_path, "toy", histories(40, 8, N_ITEMS), titles(N_ITEMS, (2, 6)),
+                 item_header=("item_id:token", "name:token_seq"))
+    fails_fast(toy, "`title_field: title` is not a column of", "toy.item", "'name:token_seq'",
+               "Set `title_field` to one of ['name']")
+
+
+def test_title_field_not_in_load_col(toy):
+    toy["load_col"] = {"inter": LOAD_COL["inter"], "item": ["item_id"]}
+    fails_fast(toy, "`title_field: title` is a column of", "will not load it", "item: [item_id, title]")
+
+
+def test_no_item_file_names_the_file(toy, tmp_path):
+    (tmp_path / "toy" / "toy.item").unlink()
+    fails_fast(toy, "no 'toy.item' in", "data_path")
+
+
+def test_ml100k_title_field_checked_against_the_bundled_copy(tmp_path):
+    values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), title_field="title")
+    fails_fast(values, "`title_field: title` is not a column of", "recbole/dataset_example/ml-100k/ml-100k.item",
+               "'movie_title:token_seq'", dataset="ml-100k")
+
+
+def test_timestamp_not_loaded(toy):
+    toy["load_col"] = {"inter": ["user_id", "item_id"], "item": ["item_id", "title"]}
+    fails_fast(toy, "TIME_FIELD 'timestamp'", "will not load it", "eval_args.order: TO",
+               "load_col: {inter: [user_id, item_id, timestamp]")
+
+
+def test_interactions_without_timestamp_column(toy, tmp_path):
+    write_atomic(tmp_path, "toy", histories(40, 8, N_ITEMS), titles(N_ITEMS, (2, 6)),
+                 inter_header=("user_id:token", "item_id:token"))
+    fails_fast(toy, "TIME_FIELD 'timestamp' is not a column of", "['user_id:token', 'item_id:token']",
+               "set `TIME_FIELD`")
+
+
+def test_no_interaction_file_names_data_path(toy, tmp_path):
+    toy["data_path"] = str(tmp_path / "elsewhere")
+    fails_fast(toy, "no interaction file", "`data_path` must be the folder")
+
+
+def _templates(folder: Path, **replaced: str) -> str:
+    """A prompt_template_dir with the packaged templates, some replaced."""
+    folder.mkdir()
+    for task in ("lsr", "rps", "ta"):
+        (folder / f"{task}.txt").write_text(replaced.get(task, load_template(task, "products")), encoding="utf-8")
+    return str(folder)
+
+
+def test_template_without_candidates_placeholder(toy, tmp_path):
+    toy["prompt_template_dir"] = _templates(tmp_path / "prompts", lsr="{soft_prompt} The user bought {history}.")
+    fails_fast(toy, "lsr.txt lacks {candidates}", "needs {candidates}, {history}, {soft_prompt}")
+
+
+def test_template_with_unknown_placeholder(toy, tmp_path):
+    toy["prompt_template_dir"] = _templates(tmp_path / "prompts", rps="{soft_prompt} {history} {candidates} {mood}")
+    fails_fast(toy, "rps.txt has unknown {mood}", "may use the wording")
+
+
+def test_missing_template_file(toy, tmp_path):
+    folder = Path(_templates(tmp_path / "prompts"))
+    (folder / "ta.txt").unlink()
+    toy["prompt_template_dir"] = str(folder)
+    fails_fast(toy, "No prompt template 'ta.txt'", "prompt_template_dir")
+
+
+def test_unknown_domain(toy):
+    toy["domain"] = "cars"
+    fails_fast(toy, "Unknown domain 'cars'", "set `domain` to one of")
+
+
+def test_unknown_teacher(toy):
+    toy["teacher_model"] = "NoSuchRec"
+    fails_fast(toy, "teacher_model 'NoSuchRec'")
+
+
+def test_unknown_stage1_task(toy):
+    toy["delrec_tasks"] = ["ta", "xyz"]
+    fails_fast(toy, "delrec_tasks", "['xyz']", "['rps', 'ta']")
+
+
+def test_zero_title_budget(toy):
+    toy["max_prompt_title_tokens"] = 0
+    fails_fast(toy, "`max_prompt_title_tokens` must be a whole number of at least 1")
+
+
+def test_llm_path_missing_folder(toy, tmp_path):
+    toy["llm_path"] = str(tmp_path / "no-such-t5")
+    fails_fast(toy, "llm_path", "does not exist", "save_pretrained")
+
+
+def test_llm_path_folder_without_config(toy, tmp_path):
+    (tmp_path / "t5").mkdir()
+    (tmp_path / "t5" / "spiece.model").write_bytes(b"")
+    toy["llm_path"] = str(tmp_path / "t5")
+    fails_fast(toy, "has no config.json", "['spiece.model']")
+
+
+def test_llm_path_malformed_hub_id(toy):
+    toy["llm_path"] = "google//flan-t5"
+    fails_fast(toy, "neither an existing folder nor a hub id", "google/flan-t5-xl")
+
+
+def test_llm_path_not_cached_while_offline(toy, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    toy["llm_path"] = "someone/flan-t5-nowhere"
+    fails_fast(toy, "not in the local Hugging Face cache", "downloads are switched off", "huggingface-cli download")
+
+
+def test_more_candidates_than_items(toy):
+    toy["n_candidates"] = 100
+    fails_fast(toy, "n_candidates=100", f"has {N_ITEMS} items after loading", f"at most {N_ITEMS}")
+
+
+def test_longest_prompt_does_not_fit(toy):
+    toy["max_prompt_tokens"] = 64
+    message = fails_fast(toy, "The longest lsr prompt needs up to", "more than max_prompt_tokens=64",
+                         "raise `max_prompt_tokens` to at least", "max_prompt_title_tokens")
+    assert int(message.split("needs up to ")[1].split()[0]) > 64
+
+
+def test_tslrec_checks_timestamp_before_training(tmp_path):
+    write_atomic(tmp_path, "toy", histories(40, 8, N_ITEMS), None)
+    values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), user_inter_num_interval="[1,inf)",
+                       load_col={"inter": ["user_id", "item_id"]})
+    with hidden_command_line(), pytest.raises(ValueError, match="TIME_FIELD 'timestamp'"):
+        run_tslrec(dataset="toy", config_dict=values)
+    assert not list((tmp_path / "saved").glob("teacher-*"))
