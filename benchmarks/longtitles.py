@@ -4,7 +4,7 @@
 
 Generates a product catalogue whose titles run to 40-80 words (more T5 or scratch tokens
 still: far beyond ``max_prompt_title_tokens``), ~12-20 interactions per user in time order,
-as RecBole atomic files in ``DIR/longtitles/`` (default: a temporary folder), then runs the
+as RecBole atomic files in ``DIR/longtitles/`` (default: ``saved/longtitles-data``), then runs the
 default command on it through ``benchmarks/run.py`` with ``--name=longtitles.default``: only
 what any new data set must say (``load_col`` with the title column, ``title_field``,
 ``domain``) is set, every prompt and model setting is DELRec's default.  Records land in
@@ -18,7 +18,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,17 +48,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--items", type=int, default=2000)
-    parser.add_argument("--folder", type=Path, default=None, help="where to write longtitles/ (default: a temp folder)")
+    parser.add_argument("--folder", default="saved/longtitles-data",
+                        help="where to write longtitles/, relative to the checkout (recorded commands name it)")
     args, rest = parser.parse_known_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = args.folder or Path(tmp)
-        generate(folder, args.users, args.items)
-        config = folder / "longtitles.yaml"
-        config.write_text(json.dumps(USER_YAML), encoding="utf-8")  # JSON is YAML
-        command = [sys.executable, str(REPO / "benchmarks" / "run.py"), "--name=longtitles.default",
-                   "--dataset=longtitles", f"--config_files={config}", f"--data_path={folder}", *rest]
-        print(" ".join(command), flush=True)
-        sys.exit(subprocess.run(command, cwd=REPO).returncode)
+    folder = REPO / args.folder
+    generate(folder, args.users, args.items)
+    config = Path(args.folder) / "longtitles.yaml"
+    (REPO / config).write_text(json.dumps(USER_YAML), encoding="utf-8")  # JSON is YAML
+    command = [sys.executable, "benchmarks/run.py", "--name=longtitles.default", "--dataset=longtitles",
+               f"--config_files={config}", f"--data_path={args.folder}", *rest]
+    print(" ".join(command[1:]), flush=True)
+    sys.exit(subprocess.run(command, cwd=REPO).returncode)
 
 
 if __name__ == "__main__":

@@ -53,9 +53,11 @@ def _load_internal_config_dict(self: Config, model, model_class, dataset) -> Non
     """RecBole's own internal defaults, then the plugin's YAML for plugin models."""
     _original_load_internal(self, model, model_class, dataset)
     for file in plugin_yaml_files(model, dataset):
-        values = self._update_internal_config_dict(str(file))
-        if file.parent.name == "dataset" and values:
-            self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
+        # Not added to ``parameters["Dataset"]``: that list is RecBole's module-level
+        # ``dataset_arguments`` itself (extending it leaked preset keys into every later Config
+        # of the process), and a preset's plugin keys (titles, budgets) are DELRec's settings,
+        # not data settings that a teacher trained on the same split must share.
+        self._update_internal_config_dict(str(file))
 
 
 def _get_flops(model, *args, **kwargs):

@@ -158,8 +158,9 @@ def test_llm_path_not_cached_while_offline(toy, monkeypatch, tmp_path):
 
 
 def test_more_candidates_than_items(toy):
-    toy["n_candidates"] = 100
-    fails_fast(toy, "n_candidates=100", f"has {N_ITEMS} items after loading", f"at most {N_ITEMS}")
+    toy["eval_args"] = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni99"}
+    fails_fast(toy, "asks for 100 candidates per prompt", f"has {N_ITEMS} items after loading",
+               f"N + 1 at most {N_ITEMS}")
 
 
 def test_longest_prompt_does_not_fit(toy):

@@ -136,9 +136,10 @@ def catalogue_holds(config: Config, dataset, n_candidates: int) -> None:
     n_items = dataset.item_num - 1  # RecBole's id 0 is padding
     if not 2 <= n_candidates <= n_items:
         raise ValueError(
-            f"n_candidates={n_candidates} (candidates per prompt, the true item included) needs "
-            f"between 2 and the catalogue's size, and data set '{config['dataset']}' has {n_items} "
-            f"items after loading: set `n_candidates` to at most {n_items}."
+            f"eval_args.mode asks for {n_candidates} candidates per prompt (the true item included), "
+            f"which needs between 2 and the catalogue's size, and data set '{config['dataset']}' has "
+            f"{n_items} items after loading: use a `uniN` mode with N + 1 at most {n_items} (or, for "
+            f"`full`, a `rerank_k` at most {n_items})."
         )
 
 
