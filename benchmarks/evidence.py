@@ -21,6 +21,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 UNITS = {"ms_per_user": "ms", "peak_rss_gib": "GiB"}
 
 
+def rounded(key: str, value: float) -> float:
+    """Four decimals, but p-values to three significant digits (1.4e-63 must not read 0.0)."""
+    return float(f"{value:.3g}") if key.endswith("pvalue") else round(float(value), 4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="metric prefix and file name, e.g. ml100k.evidence")
@@ -43,7 +48,7 @@ def main() -> None:
     analyse_run(first["run_dirs"][0], args.candidate_orders, dataset=args.dataset, config_file_list=files)
     summary = summarise(first["run_dirs"], first["summary_dir"])  # now with the order analysis
     date = datetime.date.today().isoformat()
-    records = [{"metric": f"{args.name}.{key}", "value": round(float(value), 4),
+    records = [{"metric": f"{args.name}.{key}", "value": rounded(key, value),
                 "unit": next((u for suffix, u in UNITS.items() if key.endswith(suffix)), ""),
                 "device": args.device_name, "date": date, "command": command}
                for key, value in evidence_records(summary).items() if value is not None]

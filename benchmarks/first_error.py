@@ -42,7 +42,12 @@ CASES = {
     "domain": ("ml-100k", {"domain": "cars"}, "Unknown domain"),
     "teacher_model": ("ml-100k", {"teacher_model": "NoSuchRec"}, "teacher_model 'NoSuchRec'"),
     "llm_path": ("ml-100k", {"llm_path": "/no/such/flan-t5"}, "does not exist"),
-    "n_candidates": ("ml-100k", {"n_candidates": 5000}, "n_candidates=5000"),
+    "n_candidates": ("toy", {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni999"}},
+                     "asks for 1000 candidates per prompt"),
+    "eval_mode_mismatch": ("ml-100k", {"n_candidates": 100}, "disagrees with eval_args.mode"),
+    "eval_mode_pop": ("ml-100k", {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "pop19"}},
+                      "pop19"),
+    "baseline": ("ml-100k", {"baselines": ["NoSuchRec"]}, "NoSuchRec"),
     "prompt_too_long": ("ml-100k", {"max_prompt_tokens": 256}, "The longest lsr prompt"),
 }
 #: What the generated data sets need besides the case's own setting.
