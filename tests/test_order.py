@@ -37,6 +37,28 @@ def test_order_zero_matches_recbole_evaluation_and_mean_of_orders(tiny_model, ti
     assert averaged["hit@1"] == pytest.approx(result["mean_of_orders"]["hit@1"], abs=1e-4)
 
 
+def test_listed_scores_average_the_seeded_orders(tiny_model, tiny_data):
+    """``candidate_orders: 2`` in evaluation: each candidate's mean score over order 0 (as
+    listed) and order 1, which lists the same set as ``prompt_order(..., 1)`` does."""
+    _, _, _, test = tiny_data
+    rows = test._dataset.inter_feat[:3]
+    users = rows[tiny_model.USER_ID]
+    base = tiny_model.sampler.candidates(users, rows[tiny_model.POS_ITEM_ID], rows[tiny_model.ITEM_SEQ], "test")
+    listed = torch.stack([tiny_model.prompt_order(row, int(u)) for row, u in zip(base, users)])
+    second = torch.stack([tiny_model.prompt_order(row, int(u), 1) for row, u in zip(base, users)])
+    assert torch.equal(torch.stack([tiny_model.listed_in_order(row, int(u), 1) for row, u in zip(listed, users)]),
+                       second)
+    tiny_model.eval()
+    with torch.no_grad():
+        one = tiny_model.score_listed(rows, listed)
+        other = tiny_model.score_candidates(tiny_model.histories(rows), second)
+        tiny_model.candidate_orders = 2
+        mean = tiny_model.score_listed(rows, listed)
+    realigned = torch.stack([o[[r.tolist().index(c) for c in l.tolist()]] for o, r, l in zip(other, second, listed)])
+    assert torch.allclose(mean, (one + realigned) / 2, atol=1e-6)
+    assert not torch.allclose(one, realigned)  # the order matters to the model, so the mean is no no-op
+
+
 @pytest.mark.parametrize("bad", [0, 1, -3, "5", 2.0, True])
 def test_fewer_than_two_orders_is_refused(bad):
     with pytest.raises(ValueError, match="candidate_orders"):

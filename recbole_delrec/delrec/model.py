@@ -178,8 +178,23 @@ class DELRec(SequentialRecommender):
         return self.score_prompts("lsr", slots, candidates)
 
     def score_listed(self, interaction: Interaction, candidates: torch.Tensor) -> torch.Tensor:
-        """``(B, C)`` scores, each row's prompt listing its candidates in the order given."""
-        return self.score_candidates(self.histories(interaction), candidates)
+        """``(B, C)`` scores, each row's prompt listing its candidates in the order given (its
+        evaluation order, order 0).  With ``candidate_orders`` P > 1, each candidate's mean score
+        over that order and the P - 1 next seeded orders (the LLM's position bias averages out)."""
+        histories = self.histories(interaction)
+        scores = self.score_candidates(histories, candidates)
+        users = interaction[self.USER_ID].tolist()
+        for order in range(1, self.candidate_orders):
+            reordered = torch.stack([self.listed_in_order(row, user, order) for row, user in zip(candidates, users)])
+            positions = (reordered.unsqueeze(1) == candidates.unsqueeze(2)).float().argmax(dim=2)
+            scores = scores + self.score_candidates(histories, reordered).gather(1, positions.to(scores.device))
+        return scores / self.candidate_orders
+
+    def listed_in_order(self, listed: torch.Tensor, user: int, order: int) -> torch.Tensor:
+        """The ``order``-th order of candidates given in their evaluation order: the order
+        :meth:`prompt_order` gives the same set (the evaluation order is its order 0)."""
+        base = listed[torch.as_tensor(np.argsort(self._permutation(len(listed), user, 0)))]
+        return base[torch.as_tensor(self._permutation(len(listed), user, order))]
 
     def shown_history(self, interaction: Interaction, candidates: torch.Tensor | None = None) -> list[int]:
         """How many history items each row's prompt shows (``max_prompt_tokens`` drops the oldest).
@@ -260,9 +275,12 @@ class DELRec(SequentialRecommender):
         ``candidate_orders`` mean); order 0 is the one every evaluation uses.
         """
         unique = torch.as_tensor(list(dict.fromkeys(items.tolist())), dtype=torch.long)
+        return unique[torch.as_tensor(self._permutation(len(unique), user, order))]
+
+    def _permutation(self, n: int, user: int, order: int) -> np.ndarray:
+        """The seeded permutation of a user's ``order``-th candidate order."""
         key = [self.seed, user] if order == 0 else [self.seed, user, order]
-        perm = np.random.default_rng(key).permutation(len(unique))
-        return unique[torch.as_tensor(perm)]
+        return np.random.default_rng(key).permutation(n)
 
     # ------------------------------------------------------------------ checkpoints
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
