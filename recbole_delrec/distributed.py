@@ -106,3 +106,12 @@ def barrier() -> None:
     """Wait until every rank is here (e.g. rank 0 has written a file the others read)."""
     if active():
         dist.barrier()
+
+
+def finish() -> None:
+    """End a distributed run: every rank waits until rank 0 has written the run's files, then
+    the process group closes.  A rank whose process exits with the group still open aborts
+    (gloo's threads are torn down mid-connection), failing the whole spawn."""
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -20,6 +20,7 @@ from recbole.config import Config
 from recbole.utils import set_color
 
 from recbole_delrec.data.candidates import candidates_per_prompt
+from recbole_delrec import distributed
 from recbole_delrec.delrec.explain import explain as explain_user
 from recbole_delrec.evaluation.baselines import baseline_key, baseline_names, load_or_train_baseline
 from recbole_delrec.evaluation.cost import COST_FORMATS, cost_columns, model_cost
@@ -129,6 +130,7 @@ def _spawn(nproc: int, config_dict: dict[str, Any], run_kwargs: dict[str, Any]) 
 
 def _run_rank(rank: int, config_dict: dict[str, Any], run_kwargs: dict[str, Any], queue) -> None:
     result = run_delrec(config_dict={**config_dict, "local_rank": rank}, **run_kwargs)
+    distributed.finish()
     if rank == 0:
         queue.put(result)
 
