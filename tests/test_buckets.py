@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from recbole_delrec.evaluation.buckets import activity_buckets, bucket_table, check_edges, popularity_buckets
-from recbole_delrec.evaluation.summary import evidence_records, summarise
+from recbole_delrec.evaluation.summary import compare_runs, evidence_records, summarise
 from tests.synthetic_runs import write_run
 
 
@@ -94,3 +94,15 @@ def test_summary_refuses_runs_of_different_users(tmp_path):
     b = write_run(tmp_path / "b", seed=2, users=50)
     with pytest.raises(ValueError, match="different users"):
         summarise([a, b])
+
+
+def test_compare_runs_pairs_two_settings_on_the_same_seeds(tmp_path):
+    """An ablation variant against the full model: same seeds, same users, DELRec against DELRec."""
+    full = [write_run(tmp_path / f"full{s}", seed=s, delrec_gain=0) for s in (1, 2, 3)]
+    better = [write_run(tmp_path / f"better{s}", seed=s, delrec_gain=4) for s in (1, 2, 3)]
+    same = compare_runs(full, full)
+    assert same["ndcg@5"]["pvalue"] == 1.0 and same["ndcg@5"]["difference"] == 0.0
+    gain = compare_runs(full, better)
+    assert gain["ndcg@5"]["difference"] > 0 and gain["ndcg@5"]["pvalue"] < 0.01
+    with pytest.raises(ValueError, match="same seeds"):
+        compare_runs(full, better[:2] + [write_run(tmp_path / "other9", seed=9)])

@@ -97,15 +97,31 @@ def _tests(frames: list[pd.DataFrame], models: list[str], metrics: list[str]) ->
     """DELRec against every other model, per metric, on per-user outcomes averaged over seeds."""
     if "delrec" not in models:
         return {}
-
-    def user_means(model: str, metric: str) -> np.ndarray:
-        return np.mean([outcome(f[f"rank.{model}"].to_numpy(), metric) for f in frames], axis=0)
-
     return {
-        other: {metric: paired_test(metric, user_means("delrec", metric), user_means(other, metric),
+        other: {metric: paired_test(metric, _user_means(frames, "delrec", metric), _user_means(frames, other, metric),
                                     len(frames)).as_dict() for metric in metrics}
         for other in models if other != "delrec"
     }
+
+
+def _user_means(frames: list[pd.DataFrame], model: str, metric: str) -> np.ndarray:
+    """Each user's outcome of ``model`` averaged over the seeds (the pairing unit of every test)."""
+    return np.mean([outcome(f[f"rank.{model}"].to_numpy(), metric) for f in frames], axis=0)
+
+
+def compare_runs(reference: list[str | Path], other: list[str | Path], model: str = "delrec") -> dict[str, dict]:
+    """``model`` under two settings (two ablation variants, say), each run with the same seeds:
+    per metric, the paired test of ``other`` against ``reference`` on per-user outcomes averaged
+    over the seeds.  The same seeds give the same candidate sets, so each user is a pair."""
+    ref_frames, ref_metas, _ = load_runs(reference)
+    other_frames, other_metas, _ = load_runs(other)
+    if [m.get("seed") for m in ref_metas] != [m.get("seed") for m in other_metas] or \
+            not other_frames[0]["user"].equals(ref_frames[0]["user"]):
+        raise ValueError(f"Compare runs of the same seeds and users: {reference[0]} has seeds "
+                         f"{[m.get('seed') for m in ref_metas]}, {other[0]} has {[m.get('seed') for m in other_metas]}.")
+    metrics = metric_names(ref_metas[0]["metrics"], ref_metas[0]["topk"])
+    return {metric: paired_test(metric, _user_means(other_frames, model, metric), _user_means(ref_frames, model, metric),
+                                len(ref_frames)).as_dict() for metric in metrics}
 
 
 def _timings(paths: list[Path], models: list[str]) -> dict[str, Any]:
