@@ -1,7 +1,9 @@
 """Stage-1 ablations on ML-100K with the offline default model, and their table.
 
-    python benchmarks/ablations.py            # runs the four variants, then tabulates
+    python benchmarks/ablations.py            # runs the five variants, then tabulates
     python benchmarks/ablations.py --table    # only tabulates existing results
+    python benchmarks/ablations.py --seeds-of=saved/evidence-ml-100k-<time> [variant ...]
+        # each variant once per seed of that evidence run, compared with its full model
 
 ``full`` and ``teacher`` are the default run (``benchmarks/run.py --name=ml100k.default``);
 each other variant is one run of ``benchmarks/run.py`` with the overrides below (the teacher
@@ -59,7 +61,36 @@ def tabulate() -> str:
     return "\n".join(lines)
 
 
+def seeded(full_summary: Path, variants: list[str], command: str) -> None:
+    """Each variant on the seeds of a finished evidence run (``full``), DELRec against the full
+    DELRec on the same seeds, users paired; records ``ml100k.ablation_seeds.*``."""
+    import datetime
+
+    from recbole_delrec.evaluation.seeds import run_seeds
+    from recbole_delrec.evaluation.summary import compare_runs
+
+    full = json.loads((full_summary / "summary.json").read_text())
+    values = {f"full.delrec.{m}.{k}": full["metrics"]["delrec"][m][k] for m in METRICS for k in ("mean", "ci95")}
+    for variant in variants:
+        runs = run_seeds(full["seeds"], argv=[*VARIANTS[variant], "--show_progress=False"])
+        tests = compare_runs(full["run_dirs"], runs["run_dirs"])
+        for m in METRICS:
+            values.update({f"{variant}.delrec.{m}.{k}": runs["metrics"]["delrec"][m][k] for k in ("mean", "ci95")})
+            values.update({f"{variant}.vs_full.{m}.{k}": tests[m][k] for k in ("difference", "pvalue")})
+        print(variant, {m: tests[m]["verdict"] for m in METRICS}, flush=True)
+    date = datetime.date.today().isoformat()
+    records = [{"metric": f"ml100k.ablation_seeds.{k}", "device": "cpu-2core", "date": date, "command": command,
+                "unit": "", "value": float(f"{v:.3g}") if k.endswith("pvalue") else round(float(v), 4)}
+               for k, v in values.items()]
+    save_json(records, RESULTS / "ml100k.ablation_seeds.json")  # atomic
+
+
 if __name__ == "__main__":
-    if "--table" not in sys.argv:
-        run_variants()
-    print(tabulate())
+    seeds_of = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--seeds-of=")), None)
+    if seeds_of:
+        chosen = [a for a in sys.argv[1:] if not a.startswith("--")] or list(VARIANTS)
+        seeded(Path(seeds_of), chosen, "python " + " ".join(sys.argv))
+    else:
+        if "--table" not in sys.argv:
+            run_variants()
+        print(tabulate())
