@@ -82,7 +82,10 @@ def seeded(full_summary: Path, variants: list[str], command: str) -> None:
     records = [{"metric": f"ml100k.ablation_seeds.{k}", "device": "cpu-2core", "date": date, "command": command,
                 "unit": "", "value": float(f"{v:.3g}") if k.endswith("pvalue") else round(float(v), 4)}
                for k, v in values.items()]
-    save_json(records, RESULTS / "ml100k.ablation_seeds.json")  # atomic
+    path = RESULTS / "ml100k.ablation_seeds.json"
+    fresh = {r["metric"] for r in records}
+    kept = [r for r in json.loads(path.read_text())] if path.is_file() else []  # other variants' records
+    save_json([r for r in kept if r["metric"] not in fresh] + records, path)  # atomic
 
 
 if __name__ == "__main__":
