@@ -13,8 +13,9 @@
 ``records.json`` beside it: ``models`` (key -> RecBole model name), ``mode``,
 ``n_candidates``, ``seed``, ``dataset``, ``topk``, ``metrics``.  Ranks come from the score
 matrix RecBole's evaluator saw (:func:`recbole_delrec.evaluation.scoring.target_ranks`), and
-:func:`metrics_from_records` computes RecBole's top-k metrics from them with RecBole's own
-arithmetic (same per-user matrix, same mean, same rounding), so they equal the printed ones.
+:func:`metrics_from_records` computes RecBole's top-k metrics from them with the per-user
+outcomes every statistic uses (:mod:`~recbole_delrec.evaluation.outcomes`), so they equal the
+printed ones (tested).
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ import pandas as pd
 from recbole.data.dataset import Dataset
 
 from recbole_delrec import distributed
+from recbole_delrec.evaluation.outcomes import metric_names, outcome
 from recbole_delrec.evaluation.scoring import Scored, user_rows
 from recbole_delrec.runs.artifacts import atomic_write, save_json
 from recbole_delrec.runs.folder import RunDirectory
 
 FIXED_COLUMNS = ("user", "n_train", "n_shown", "target", "target_train_count", "candidates")
-TOPK_METRICS = ("hit", "ndcg", "mrr", "recall", "precision")
 
 
 def training_counts(train: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -105,37 +106,6 @@ def _ranks(frame: pd.DataFrame, model_key: str) -> np.ndarray:
     return frame[column].to_numpy(dtype=np.int64)
 
 
-def _per_user(metric: str, ranks: np.ndarray, max_k: int) -> np.ndarray:
-    """RecBole's ``(users, max_k)`` matrix of one top-k metric, for one true item per user."""
-    if metric not in TOPK_METRICS:
-        raise ValueError(f"records give the top-k metrics {list(TOPK_METRICS)}, not '{metric}'.")
-    columns = np.arange(1, max_k + 1)
-    pos_index = ranks[:, None] == columns[None, :]
-    if metric == "hit":
-        return (np.cumsum(pos_index, axis=1) > 0).astype(int)
-    if metric == "recall":
-        return np.cumsum(pos_index, axis=1) / np.ones((len(ranks), 1), dtype=np.int64)
-    if metric == "precision":
-        return pos_index.cumsum(axis=1) / columns
-    reached = (ranks[:, None] <= columns[None, :])
-    if metric == "mrr":
-        return np.where(reached, 1 / ranks[:, None].astype(np.float64), 0.0)
-    # NDCG: with one true item the ideal DCG is 1/log2(2) = 1, so it is the DCG itself
-    return np.cumsum(np.where(pos_index, 1.0 / np.log2(columns.astype(np.float64) + 1), 0), axis=1)
-
-
-def user_outcomes(
-    frame: pd.DataFrame, model_key: str, topk: Sequence[int], metrics: Sequence[str] = ("hit", "ndcg", "mrr")
-) -> dict[str, np.ndarray]:
-    """Per-user values (``"hit@5"``: 0/1 per user, ``"ndcg@5"``...) for statistics over users."""
-    ranks, max_k = _ranks(frame, model_key), max(topk)
-    out = {}
-    for metric in metrics:
-        matrix = _per_user(metric.lower(), ranks, max_k)
-        out.update({f"{metric.lower()}@{k}": matrix[:, k - 1] for k in topk})
-    return out
-
-
 def metrics_from_records(
     frame: pd.DataFrame,
     model_key: str,
@@ -143,18 +113,18 @@ def metrics_from_records(
     metrics: Sequence[str] = ("hit", "ndcg", "mrr"),
     decimal_place: int | None = 4,
 ) -> dict[str, float]:
-    """RecBole's metric dict (``"hit@1"``, ``"ndcg@5"``...) recomputed from the ranks.
+    """RecBole's metric dict (``"hit@1"``, ``"ndcg@5"``...) recomputed from the ranks: the mean
+    of each user's outcome (:func:`~recbole_delrec.evaluation.outcomes.outcome`, RecBole's
+    definitions for one true item per user).
 
     ``decimal_place`` is RecBole's ``metric_decimal_place`` (its printed values);
     ``None`` keeps full precision.
     """
-    ranks, max_k = _ranks(frame, model_key), max(topk)
+    ranks = _ranks(frame, model_key)
     result = {}
-    for metric in metrics:
-        mean = _per_user(metric.lower(), ranks, max_k).mean(axis=0)
-        for k in topk:
-            value = mean[k - 1]
-            result[f"{metric.lower()}@{k}"] = round(value, decimal_place) if decimal_place is not None else float(value)
+    for name in metric_names(list(metrics), list(topk)):
+        value = float(outcome(ranks, name).mean())
+        result[name] = round(value, decimal_place) if decimal_place is not None else value
     return result
 
 
