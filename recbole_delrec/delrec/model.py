@@ -83,7 +83,7 @@ class DELRec(SequentialRecommender):
         )
         self.llm = add_adalora(backbone.model, self._adalora_options(config, backbone), self._total_steps(config, dataset))
         self.scorer = CandidateScorer(scored_titles.ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
-        self.sampler = CandidateSampler.from_dataset(dataset, candidates_per_prompt(config), self.seed)
+        self.sampler = CandidateSampler.from_dataset(dataset, n_candidates, self.seed)
         self.train_rng = np.random.default_rng(self.seed)
         self.teacher: SequentialRecommender | None = None
 
