@@ -186,8 +186,7 @@ class DELRec(SequentialRecommender):
         users = interaction[self.USER_ID].tolist()
         for order in range(1, self.candidate_orders):
             reordered = torch.stack([self.listed_in_order(row, user, order) for row, user in zip(candidates, users)])
-            positions = (reordered.unsqueeze(1) == candidates.unsqueeze(2)).float().argmax(dim=2)
-            scores = scores + self.score_candidates(histories, reordered).gather(1, positions.to(scores.device))
+            scores = scores + realigned(self.score_candidates(histories, reordered), reordered, candidates)
         return scores / self.candidate_orders
 
     def listed_in_order(self, listed: torch.Tensor, user: int, order: int) -> torch.Tensor:
@@ -307,6 +306,12 @@ class DELRec(SequentialRecommender):
                     f"expects {tuple(expected[key].shape)} (other LLM width or soft-prompt size?)."
                 )
         self.load_state_dict(state, strict=False)
+
+
+def realigned(scores: torch.Tensor, listed: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Scores of candidates listed in ``listed``'s order, moved to ``candidates``' column order."""
+    positions = (listed.unsqueeze(1) == candidates.unsqueeze(2)).float().argmax(dim=2)
+    return scores.gather(1, positions.to(scores.device))
 
 
 def _group_starts(users: torch.Tensor, seqs: torch.Tensor) -> list[int]:

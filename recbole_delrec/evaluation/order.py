@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from scipy import stats
 
+from recbole_delrec.delrec.model import realigned
 from recbole_delrec.evaluation.outcomes import outcome
+from recbole_delrec.evaluation.scoring import user_rows
 from recbole_delrec.evaluation.summary import ORDER_FILE
 from recbole_delrec.runs.artifacts import save_json
 
@@ -45,7 +47,7 @@ def order_sensitivity(model, test_data, orders: int) -> dict[str, Any]:
     ranks, top_items, top_positions, mean_ranks = [], [], [], []
     seconds = 0.0
     for batch in test_data:
-        rows = _first_rows(batch[0], model.USER_ID)
+        rows = user_rows(batch)[0]
         users, targets = rows[model.USER_ID], rows[model.POS_ITEM_ID]
         candidates = model.sampler.candidates(users, targets, rows[model.ITEM_SEQ], "test")
         histories = model.histories(rows)
@@ -63,14 +65,6 @@ def order_sensitivity(model, test_data, orders: int) -> dict[str, Any]:
                     torch.cat(mean_ranks).numpy(), seconds, model.sampler.n_candidates)
 
 
-def _first_rows(interaction, user_field: str):
-    """One row per user: the test loader lists a user's rows together, the target row first."""
-    users = interaction[user_field]
-    first = torch.ones(len(users), dtype=torch.bool)
-    first[1:] = users[1:] != users[:-1]
-    return interaction[torch.nonzero(first).flatten()]
-
-
 def _target_rank(scores: torch.Tensor, listed: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """1-based rank of each row's target among its candidates (ties counted in its favour)."""
     target_scores = scores.gather(1, (listed == targets[:, None].cpu()).float().argmax(1, keepdim=True))
@@ -79,11 +73,7 @@ def _target_rank(scores: torch.Tensor, listed: torch.Tensor, targets: torch.Tens
 
 def _mean_by_item(scores: list[torch.Tensor], listed: list[torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
     """Each candidate's mean score over the orders, in ``candidates``' column order."""
-    total = torch.zeros(candidates.shape)
-    for s, order in zip(scores, listed):
-        column = (order[:, :, None] == candidates[:, None, :]).float().argmax(1)  # where each candidate was listed
-        total += s.gather(1, column)
-    return total / len(scores)
+    return sum(realigned(s, order, candidates) for s, order in zip(scores, listed)) / len(scores)
 
 
 def _summary(ranks, top_items, top_positions, mean_ranks, seconds: float, n_candidates: int) -> dict[str, Any]:
