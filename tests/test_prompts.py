@@ -56,6 +56,18 @@ def test_long_prompts_lose_oldest_history_never_candidates(tokenizer):
     assert all(_contains(ids, titles[c]) for c in candidates)
 
 
+def test_truncation_keeps_the_longest_history_that_fits(tokenizer):
+    full, _ = _builder(tokenizer)
+    history, candidates = list(range(1, 21)), list(range(21, 31))
+    lengths = [len(full.build(history=history[k:], candidates=candidates).input_ids) for k in range(20)]
+    for budget in range(lengths[-1], lengths[0] + 1):
+        short, _ = _builder(tokenizer, max_tokens=budget)
+        kept = short.fitted(history=history, candidates=candidates)["history"]
+        k = 20 - len(kept)
+        assert kept == history[k:] and lengths[k] <= budget  # fits ...
+        assert k == 0 or lengths[k - 1] > budget  # ... and one more title would not
+
+
 def test_prompt_that_cannot_fit_names_the_option(tokenizer):
     builder, _ = _builder(tokenizer, max_tokens=40)
     with pytest.raises(ValueError, match="max_prompt_tokens"):

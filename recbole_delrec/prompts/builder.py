@@ -222,19 +222,25 @@ class PromptBuilder:
         return self._fixed() + slots
 
     def _truncated(self, values: Mapping[str, SlotValue]) -> dict[str, SlotValue]:
-        """Drop the oldest history titles until the prompt fits ``max_tokens``."""
+        """Drop the oldest history titles until the prompt fits ``max_tokens``.
+
+        Counts the tokens once and subtracts each dropped title (and its separator), so the
+        cost stays linear in the history length however long the histories are.
+        """
         missing = [s for s in self.slots if s != SOFT_SLOT and s not in values]
         if missing:
             raise KeyError(f"Prompt slots without a value: {missing}")
         values = {k: (v if isinstance(v, int) else list(v)) for k, v in values.items()}
-        dropped = 0
-        for name in (s for s in self.slots if s.endswith(HISTORY_SUFFIX)):
-            while self._length(values) > self.max_tokens and len(values[name]) > 1:
-                values[name] = values[name][1:]
-                dropped += 1
-        if self._length(values) > self.max_tokens:
+        excess, dropped = self._length(values) - self.max_tokens, 0
+        for name in dict.fromkeys(s for s in self.slots if s.endswith(HISTORY_SUFFIX)):
+            items, cut, times = values[name], 0, self.slots.count(name)
+            while excess > 0 and len(items) - cut > 1:  # one title and its separator per step
+                excess -= times * (len(self.item_ids[items[cut]]) + len(self.sep_ids))
+                cut += 1
+            values[name], dropped = items[cut:], dropped + cut
+        if excess > 0:
             raise ValueError(
-                f"The prompt needs {self._length(values)} tokens with one history item left, more "
+                f"The prompt needs {self.max_tokens + excess} tokens with one history item left, more "
                 f"than max_prompt_tokens={self.max_tokens}: raise `max_prompt_tokens`, or lower "
                 f"`n_candidates`, `n_soft_tokens` or `max_prompt_title_tokens`."
             )
