@@ -14,8 +14,8 @@ or gloo on the CPU); ``--world_size``, ``--ip``, ``--port``, ``--group_offset`` 
 Evidence (docs/evidence.md): ``--seeds=N`` (or a ``seeds:`` list) runs the whole pipeline once
 per seed and summarises the seeds (intervals, paired tests, buckets); ``--load=<run dir>
 --candidate_orders=P`` measures candidate-order sensitivity of a finished run; ``--report``
-writes the Markdown report of the run folders given to ``--load`` (space-separated) or of the
-seeds just run.
+writes the Markdown report of the run folders given to ``--load`` (space-separated), or of the
+run or seeds just run.
 
 With ``--tune=<space file>`` it runs a Ray Tune sweep instead (see docs/tuning.md); the other
 ``--key=value`` overrides then apply to every trial.
@@ -41,7 +41,7 @@ def main() -> None:
     proof.add_argument("--candidate_orders", type=int, default=None,
                           help="with --load: re-score the test prompts under P candidate orders; "
                                "without: the evaluation option (mean score over P orders)")
-    proof.add_argument("--report", action="store_true", help="write the report of the runs (--load or --seeds)")
+    proof.add_argument("--report", action="store_true", help="write the report of the run(s): this run, its seeds, or --load's folders")
     ddp = parser.add_argument_group("distributed training (RecBole's options; one process per GPU)")
     ddp.add_argument("--nproc", type=int, default=1, help="processes on this machine")
     ddp.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
@@ -72,21 +72,18 @@ def main() -> None:
 
 def evidence(args: argparse.Namespace, files) -> None:
     """DELRec: one run, several seeds, an order analysis of a finished run, and the report."""
-    from recbole_delrec.evaluation.seeds import requested_seeds, run_seeds
-
     if args.candidate_orders is not None and not args.load:
         sys.argv.append(f"--candidate_orders={args.candidate_orders}")  # the evaluation option
-    seeds = None if args.load else requested_seeds(args.model, args.dataset, files, args.seeds, sys.argv[1:])
+    if args.seeds is not None and not args.load:
+        sys.argv.append(f"--seeds={args.seeds}")  # read by run_delrec, like a `seeds:` key
     if args.load and (args.candidate_orders is not None or args.report):
         loaded(args, files)
-    elif seeds:
-        summary = run_seeds(seeds, model=args.model, dataset=args.dataset, config_file_list=files)
-        if args.report:
-            report(summary["run_dirs"], summary["summary_dir"])
-    else:
-        run_delrec(model=args.model, dataset=args.dataset, config_file_list=files,
-                   load=args.load, resume=args.resume, explain=args.explain, nproc=args.nproc,
-                   world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
+        return
+    result = run_delrec(model=args.model, dataset=args.dataset, config_file_list=files,
+                        load=args.load, resume=args.resume, explain=args.explain, nproc=args.nproc,
+                        world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
+    if args.report:
+        report(result.get("run_dirs", [result["run_dir"]]), result.get("summary_dir"))
 
 
 def loaded(args: argparse.Namespace, files) -> None:

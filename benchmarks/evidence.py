@@ -36,15 +36,14 @@ def main() -> None:
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, as run_delrec.py")
     args, rest = parser.parse_known_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    sys.argv = sys.argv[:1] + rest
+    sys.argv = sys.argv[:1] + rest + [f"--seeds={args.seeds}"]  # run_delrec runs each seed
     from recbole_delrec.evaluation.order import analyse_run
-    from recbole_delrec.evaluation.seeds import requested_seeds, run_seeds
+    from recbole_delrec import run_delrec
     from recbole_delrec.evaluation.summary import evidence_records, summarise
     from recbole_delrec.runs.artifacts import save_json
 
     files = args.config_files.split() if args.config_files else None
-    seeds = requested_seeds("DELRec", args.dataset, files, args.seeds, rest)
-    first = run_seeds(seeds, dataset=args.dataset, config_file_list=files)
+    first = run_delrec(dataset=args.dataset, config_file_list=files)
     analyse_run(first["run_dirs"][0], args.candidate_orders, dataset=args.dataset, config_file_list=files)
     summary = summarise(first["run_dirs"], first["summary_dir"])  # now with the order analysis
     date = datetime.date.today().isoformat()

@@ -1,12 +1,17 @@
 """Which seeds a command asks for; bad seed settings are refused with the fix."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from recbole.config import Config
 
-from recbole_delrec.evaluation.seeds import requested_seeds, resolve_seeds
+from recbole_delrec import run_delrec
+from recbole_delrec.config import hidden_command_line, isolated_config
+from recbole_delrec.evaluation.seeds import resolve_seeds, seeds_of
+from tests.conftest import tiny_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,12 +28,21 @@ def test_bad_seeds_are_refused(bad):
         resolve_seeds(bad, 2020)
 
 
-def test_seeds_from_the_command_line_and_from_a_file(tmp_path):
-    assert requested_seeds("DELRec", "ml-100k", None, None, []) is None
-    assert requested_seeds("DELRec", "ml-100k", None, "2", ["--seed=11"]) == [11, 12]
+def test_seeds_from_the_command_line_and_from_a_file(tmp_path, monkeypatch):
+    assert seeds_of(isolated_config("DELRec", "ml-100k", {})) is None
+    monkeypatch.setattr(sys, "argv", ["run_delrec.py", "--seeds=2", "--seed=11"])  # RecBole reads the command line
+    assert seeds_of(Config(model="DELRec", dataset="ml-100k")) == [11, 12]
     config = tmp_path / "seeds.yaml"
     config.write_text("seeds: [3, 4]\n")
-    assert requested_seeds("DELRec", "ml-100k", [str(config)], None, []) == [3, 4]
+    assert seeds_of(isolated_config("DELRec", "ml-100k", {}, [str(config)])) == [3, 4]
+
+
+def test_python_run_delrec_honours_a_seeds_setting(tmp_path):
+    with hidden_command_line():
+        summary = run_delrec(config_dict=tiny_dict(tmp_path, seeds=[7, 8]))
+    assert summary["seeds"] == [7, 8] and len(summary["run_dirs"]) == 2
+    assert all(json.loads((Path(d) / "result.json").read_text())["eval_mode"] for d in summary["run_dirs"])
+    assert (Path(summary["summary_dir"]) / "summary.json").is_file()
 
 
 def test_seeds_zero_on_the_command_line_is_a_clear_error():

@@ -26,6 +26,7 @@ from recbole_delrec.evaluation.baselines import baseline_key, baseline_names, lo
 from recbole_delrec.evaluation.cost import COST_FORMATS, cost_columns, model_cost
 from recbole_delrec.evaluation.records import build_records, prompt_history_lengths, save_records
 from recbole_delrec.evaluation.scoring import Scored
+from recbole_delrec.evaluation.seeds import run_seeds, seeds_of
 from recbole_delrec.registry import register
 from recbole_delrec.runs.artifacts import save_json
 from recbole_delrec.runs.folder import RunDirectory
@@ -51,6 +52,10 @@ def run_delrec(
 ) -> dict[str, Any]:
     """Train (or ``load``/``resume``) and test DELRec, and test the teacher on the same candidates.
 
+    A ``seeds`` setting (a count or a list) runs the whole pipeline once per seed instead and
+    returns :func:`~recbole_delrec.evaluation.seeds.run_seeds`' summary (``run_dirs``,
+    ``summary_dir``, ``metrics``, ...).
+
     ``nproc``/``world_size``/``ip``/``port``/``group_offset`` are RecBole's distributed options
     (its ``run``): ``nproc`` processes on this machine, ``world_size`` in all, rank 0's result
     returned.  Each process uses one GPU of ``gpu_id`` (NCCL), or the CPU (gloo).
@@ -70,6 +75,9 @@ def run_delrec(
     else:
         config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                         config_dict=dict(config_dict or {}))
+        seeds = seeds_of(config)
+        if seeds:  # the whole pipeline once per seed; its summary is the result
+            return run_seeds(seeds, model, dataset, config_file_list, config_dict)
         started = build(config)
         if resume:
             started.trainer.resume_checkpoint(resume)

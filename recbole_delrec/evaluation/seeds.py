@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from recbole.config import Config
 from recbole.utils import get_local_time
 
 from recbole_delrec.config import hidden_command_line, isolated_config
 from recbole_delrec.evaluation.summary import summarise, summary_table
-from recbole_delrec.registry import register
 from recbole_delrec.tune import external_values
 
 
@@ -40,15 +40,10 @@ def resolve_seeds(value: Any, base_seed: int) -> list[int]:
                      f"seeds (seeds: [2020, 2021, 2022]).")
 
 
-def requested_seeds(model: str, dataset: str, config_file_list: list[str] | None, cli_value: str | None,
-                    argv: list[str]) -> list[int] | None:
-    """The seeds asked for by ``--seeds`` or a ``seeds:`` key (files, command line), or None."""
-    values = external_values(config_file_list, argv=argv)
-    value = cli_value if cli_value is not None else values.get("seeds")
-    if value is None:
-        return None
-    register()  # the Config below must know DELRec
-    return resolve_seeds(value, isolated_config(model, dataset, values, config_file_list)["seed"])
+def seeds_of(config: Config) -> list[int] | None:
+    """The seeds a run's configuration asks for (``seeds:`` in a file, ``config_dict`` or
+    ``--seeds``), counted from its ``seed``; None for one plain run."""
+    return None if config["seeds"] is None else resolve_seeds(config["seeds"], config["seed"])
 
 
 def run_seeds(seeds: list[int], model: str = "DELRec", dataset: str = "ml-100k",
