@@ -92,6 +92,8 @@ def test_history_cuts_are_counted_and_taken(tokenizer):
     short, _ = _builder(tokenizer, max_tokens=untruncated - 15)
     short.build(history=history, candidates=candidates)
     short.build(history=[1], candidates=candidates)
+    short.fitted(history=history, candidates=candidates)  # re-reading a built prompt is not counted again
+    short.render(TITLES, history=history, candidates=candidates)
     cuts = short.take_cuts()
     assert (cuts.prompts, cuts.cut) == (2, 1) and cuts.titles >= 1
     assert short.take_cuts().prompts == 0  # taking starts the count again

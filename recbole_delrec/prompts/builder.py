@@ -146,8 +146,14 @@ class PromptBuilder:
         self.cuts = HistoryCuts()
 
     def build(self, **values: SlotValue) -> PromptIds:
-        """Token ids of the prompt for these slot values (item ids), truncated to fit."""
-        values = self._truncated(values)
+        """Token ids of the prompt for these slot values (item ids), truncated to fit.
+
+        Only built prompts count in :meth:`take_cuts` (not ``render``/``fitted``, which
+        re-read prompts already built), so the logged losses count each prompt once."""
+        values, dropped = self._truncated(values)
+        self.cuts.prompts += 1
+        self.cuts.cut += bool(dropped)
+        self.cuts.titles += dropped
         ids: list[int] = []
         soft_start = -1
         for i, (kind, piece) in enumerate(self.pieces):
@@ -162,7 +168,7 @@ class PromptBuilder:
 
     def render(self, titles: Sequence[str], **values: SlotValue) -> str:
         """The same prompt as readable text (soft prompt shown as a marker): for --explain."""
-        values = self._truncated(values)
+        values = self._truncated(values)[0]
         out = []
         for kind, piece in self.pieces:
             if kind == "text":
@@ -177,7 +183,7 @@ class PromptBuilder:
 
     def fitted(self, **values: SlotValue) -> dict[str, SlotValue]:
         """The slot values the prompt really shows (oldest history dropped to fit): for records."""
-        return self._truncated(values)
+        return self._truncated(values)[0]
 
     def _slot_ids(self, value: SlotValue) -> list[int]:
         if isinstance(value, int):
@@ -221,8 +227,8 @@ class PromptBuilder:
         )
         return self._fixed() + slots
 
-    def _truncated(self, values: Mapping[str, SlotValue]) -> dict[str, SlotValue]:
-        """Drop the oldest history titles until the prompt fits ``max_tokens``.
+    def _truncated(self, values: Mapping[str, SlotValue]) -> tuple[dict[str, SlotValue], int]:
+        """Drop the oldest history titles until the prompt fits ``max_tokens``; also how many.
 
         Counts the tokens once and subtracts each dropped title (and its separator), so the
         cost stays linear in the history length however long the histories are.
@@ -244,10 +250,7 @@ class PromptBuilder:
                 f"than max_prompt_tokens={self.max_tokens}: raise `max_prompt_tokens`, or lower "
                 f"`n_candidates`, `n_soft_tokens` or `max_prompt_title_tokens`."
             )
-        self.cuts.prompts += 1
-        self.cuts.cut += bool(dropped)
-        self.cuts.titles += dropped
-        return values
+        return values, dropped
 
 
 def _braced(names) -> str:
