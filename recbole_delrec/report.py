@@ -62,7 +62,8 @@ def _markdown(summary: dict[str, Any], pictures: list[str]) -> str:
     lines = [f"# Evidence: {summary['dataset']} ({summary['mode']})", "",
              f"{summary['users']} test users, seeds {summary['seeds']}; cells are mean [95% interval] ({interval}).",
              "Marks compare DELRec with the row on the same users: * p < 0.05, ** p < 0.01, *** p < 0.001, "
-             "(n.s.) not significant at 0.05.", "",
+             "(n.s.) not significant at 0.05, each test on its own; the paired tests below also give p adjusted "
+             "(Holm) for making all of them at once.", "",
              "| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for model, values in summary["metrics"].items():
         tests = summary["tests"].get(model, {})

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from recbole_delrec.evaluation.buckets import activity_buckets, bucket_table, check_edges, popularity_buckets
-from recbole_delrec.evaluation.summary import compare_runs, evidence_records, summarise
+from recbole_delrec.evaluation.stats import holm
+from recbole_delrec.evaluation.summary import compare_runs, evidence_records, summarise, summary_table
 from tests.synthetic_runs import write_run
 
 
@@ -71,6 +72,10 @@ def test_summary_over_seeds_partitions_users_and_finds_a_planted_gain(tmp_path):
     assert summary["tests"]["teacher"]["ndcg@5"]["pvalue"] < 0.001
     assert summary["tests"]["teacher"]["ndcg@5"]["test"] == "Wilcoxon signed-rank"
     assert summary["tests"]["teacher"]["hit@1"]["test"] == "sign test on per-user seed means"
+    family = [t for per_metric in summary["tests"].values() for t in per_metric.values()]
+    assert [t["pvalue_holm"] for t in family] == pytest.approx(holm([t["pvalue"] for t in family]))
+    assert all(t["pvalue_holm"] >= t["pvalue"] for t in family)
+    assert "p (Holm)" in summary_table(summary)
     records = evidence_records(summary)
     assert records["seeds"] == 3 and "buckets.item_cold.users" in records
     assert "buckets.item_cold.delrec.hit@1" in records and "delrec_vs_teacher.hit@1.pvalue" in records

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from recbole_delrec.evaluation.outcomes import outcome, parse_metric
-from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci, paired_test, sign_test, wilcoxon_test
+from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci, holm, paired_test, sign_test, wilcoxon_test
 
 
 def test_outcomes_from_ranks():
@@ -75,3 +75,10 @@ def test_planted_ndcg_difference_is_found_by_wilcoxon():
 def test_unpaired_lengths_are_refused():
     with pytest.raises(ValueError, match="one value per user"):
         paired_test("ndcg@5", np.zeros(3), np.zeros(4))
+
+
+def test_holm_adjustment_matches_its_definition():
+    # sorted 0.01, 0.03, 0.04 are scaled by 3, 2, 1 (0.03, 0.06, 0.04) and kept non-decreasing
+    assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == [0.02] and holm([]) == []

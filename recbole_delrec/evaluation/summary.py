@@ -22,7 +22,7 @@ from tabulate import tabulate
 from recbole_delrec.evaluation.buckets import bucket_table, user_buckets
 from recbole_delrec.evaluation.outcomes import metric_names, model_keys, outcome
 from recbole_delrec.evaluation.records import load_records
-from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci, paired_test
+from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci, holm, paired_test
 from recbole_delrec.runs.artifacts import atomic_write, save_json
 
 ORDER_FILE = "order.json"
@@ -94,14 +94,19 @@ def _model_metric(frames: list[pd.DataFrame], model: str, metric: str, seed: int
 
 
 def _tests(frames: list[pd.DataFrame], models: list[str], metrics: list[str]) -> dict[str, dict]:
-    """DELRec against every other model, per metric, on per-user outcomes averaged over seeds."""
+    """DELRec against every other model, per metric, on per-user outcomes averaged over seeds;
+    ``pvalue_holm`` adjusts each p for the whole family of these tests."""
     if "delrec" not in models:
         return {}
-    return {
+    tests = {
         other: {metric: paired_test(metric, _user_means(frames, "delrec", metric), _user_means(frames, other, metric),
                                     len(frames)).as_dict() for metric in metrics}
         for other in models if other != "delrec"
     }
+    family = [t for per_metric in tests.values() for t in per_metric.values()]
+    for t, adjusted in zip(family, holm([t["pvalue"] for t in family])):
+        t["pvalue_holm"] = adjusted
+    return tests
 
 
 def _user_means(frames: list[pd.DataFrame], model: str, metric: str) -> np.ndarray:
@@ -151,11 +156,14 @@ def summary_table(summary: dict[str, Any]) -> str:
     lines = [f"{summary['dataset']} ({summary['mode']}), {summary['users']} test users, seeds {summary['seeds']}; "
              f"± = 95% interval half-width ({interval})",
              tabulate(rows, headers=["model", *metrics], disable_numparse=True)]
-    tests = [[f"DELRec vs {summary['names'][other]}", metric, f"{t['difference']:+.4f}", f"{t['pvalue']:.3g}", t["verdict"]]
+    tests = [[f"DELRec vs {summary['names'][other]}", metric, f"{t['difference']:+.4f}", f"{t['pvalue']:.3g}",
+              f"{t['pvalue_holm']:.3g}", t["verdict"]]
              for other, per_metric in summary["tests"].items() for metric, t in per_metric.items()]
     if tests:
-        lines += ["", "paired tests, users paired (difference = DELRec - other):",
-                  tabulate(tests, headers=["comparison", "metric", "difference", "p", "verdict"], disable_numparse=True)]
+        lines += ["", f"paired tests, users paired (difference = DELRec - other; Holm: p adjusted for these "
+                      f"{len(tests)} tests, read it when asking whether any difference is real):",
+                  tabulate(tests, headers=["comparison", "metric", "difference", "p", "p (Holm)", "verdict"],
+                           disable_numparse=True)]
     return "\n".join(lines)
 
 
