@@ -3,7 +3,9 @@
     python benchmarks/ablations.py            # runs the five variants, then tabulates
     python benchmarks/ablations.py --table    # only tabulates existing results
     python benchmarks/ablations.py --seeds-of=saved/evidence-ml-100k-<time> [variant ...]
-        # each variant once per seed of that evidence run, compared with its full model
+        # each variant once per seed of that evidence run, compared with its full model;
+        # other --key=value (e.g. the evidence run's --llm_path) go to every variant
+    python benchmarks/ablations.py --seeded-table   # only that table, with Holm-adjusted p
 
 ``full`` and ``teacher`` are the default run (``benchmarks/run.py --name=ml100k.default``);
 each other variant is one run of ``benchmarks/run.py`` with the overrides below (the teacher
@@ -15,6 +17,7 @@ prints the markdown table for BENCHMARKS.md.
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from pathlib import Path
 from recbole_delrec.runs.artifacts import save_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SEEDED = RESULTS / "ml100k.ablation_seeds.json"
 VARIANTS = {
     "ta_only": ["--delrec_tasks=['ta']"],
     "rps_only": ["--delrec_tasks=['rps']"],
@@ -61,18 +65,17 @@ def tabulate() -> str:
     return "\n".join(lines)
 
 
-def seeded(full_summary: Path, variants: list[str], command: str) -> None:
+def seeded(full_summary: Path, variants: list[str], command: str, extra: list[str]) -> None:
     """Each variant on the seeds of a finished evidence run (``full``), DELRec against the full
-    DELRec on the same seeds, users paired; records ``ml100k.ablation_seeds.*``."""
-    import datetime
-
+    DELRec on the same seeds, users paired; records ``ml100k.ablation_seeds.*``.  ``extra``
+    ``--key=value`` settings go to every variant: give the ones the evidence run was made with."""
     from recbole_delrec.evaluation.seeds import run_seeds
     from recbole_delrec.evaluation.summary import compare_runs
 
     full = json.loads((full_summary / "summary.json").read_text())
     values = {f"full.delrec.{m}.{k}": full["metrics"]["delrec"][m][k] for m in METRICS for k in ("mean", "ci95")}
     for variant in variants:
-        runs = run_seeds(full["seeds"], argv=[*VARIANTS[variant], "--show_progress=False"])
+        runs = run_seeds(full["seeds"], argv=[*extra, *VARIANTS[variant], "--show_progress=False"])
         tests = compare_runs(full["run_dirs"], runs["run_dirs"])
         for m in METRICS:
             values.update({f"{variant}.delrec.{m}.{k}": runs["metrics"]["delrec"][m][k] for k in ("mean", "ci95")})
@@ -82,17 +85,43 @@ def seeded(full_summary: Path, variants: list[str], command: str) -> None:
     records = [{"metric": f"ml100k.ablation_seeds.{k}", "device": "cpu-2core", "date": date, "command": command,
                 "unit": "", "value": float(f"{v:.3g}") if k.endswith("pvalue") else round(float(v), 4)}
                for k, v in values.items()]
-    path = RESULTS / "ml100k.ablation_seeds.json"
     fresh = {r["metric"] for r in records}
-    kept = [r for r in json.loads(path.read_text())] if path.is_file() else []  # other variants' records
-    save_json([r for r in kept if r["metric"] not in fresh] + records, path)  # atomic
+    kept = [r for r in json.loads(SEEDED.read_text())] if SEEDED.is_file() else []  # other variants' records
+    save_json([r for r in kept if r["metric"] not in fresh] + records, SEEDED)  # atomic
+    print(seeded_table(command, date))
+
+
+def seeded_table(command: str, date: str) -> str:
+    """The seeded table for BENCHMARKS.md from the records, after (re)writing the Holm-adjusted
+    p of every variant-vs-full test recorded so far (one family: all variants, all metrics)."""
+    from recbole_delrec.evaluation.stats import holm
+
+    records = [r for r in json.loads(SEEDED.read_text()) if not r["metric"].endswith(".pvalue_holm")]
+    tests = [r for r in records if r["metric"].endswith(".pvalue")]
+    adjusted = [{**r, "metric": r["metric"] + "_holm", "value": float(f"{p:.3g}"), "command": command, "date": date}
+                for r, p in zip(tests, holm([r["value"] for r in tests]))]
+    save_json(records + adjusted, SEEDED)  # atomic
+    value = {r["metric"].removeprefix("ml100k.ablation_seeds."): r["value"] for r in records + adjusted}
+    variants = ["full", *(v for v in VARIANTS if f"{v}.delrec.hit@1.mean" in value)]
+    lines = ["| variant | " + " | ".join(METRICS) + " | " + " | ".join(f"vs full: {m}" for m in METRICS) + " |",
+             "|---|" + "---|" * 2 * len(METRICS)]
+    for v in variants:
+        cells = [f"{value[f'{v}.delrec.{m}.mean']:.4f} ± {value[f'{v}.delrec.{m}.ci95']:.4f}" for m in METRICS]
+        cells += ["" if v == "full" else f"{value[f'{v}.vs_full.{m}.difference']:+.4f}, p = "
+                  f"{value[f'{v}.vs_full.{m}.pvalue']:.2g} (Holm {value[f'{v}.vs_full.{m}.pvalue_holm']:.2g})"
+                  for m in METRICS]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
     seeds_of = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--seeds-of=")), None)
-    if seeds_of:
+    if "--seeded-table" in sys.argv:
+        print(seeded_table("python " + " ".join(sys.argv), datetime.date.today().isoformat()))
+    elif seeds_of:
         chosen = [a for a in sys.argv[1:] if not a.startswith("--")] or list(VARIANTS)
-        seeded(Path(seeds_of), chosen, "python " + " ".join(sys.argv))
+        extra = [a for a in sys.argv[1:] if a.startswith("--") and not a.startswith("--seeds-of=")]
+        seeded(Path(seeds_of), chosen, "python " + " ".join(sys.argv), extra)
     else:
         if "--table" not in sys.argv:
             run_variants()
