@@ -83,7 +83,7 @@ def evidence(args: argparse.Namespace, files) -> None:
                         load=args.load, resume=args.resume, explain=args.explain, nproc=args.nproc,
                         world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset)
     if args.report:
-        report(result.get("run_dirs", [result["run_dir"]]), result.get("summary_dir"))
+        report(result["run_dirs"] if "summary_dir" in result else [result["run_dir"]], result.get("summary_dir"))
 
 
 def loaded(args: argparse.Namespace, files) -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from recbole.config import Config
 
 from recbole_delrec import run_delrec
@@ -49,3 +50,14 @@ def test_seeds_zero_on_the_command_line_is_a_clear_error():
     done = subprocess.run([sys.executable, "run_delrec.py", "--seeds=0"], cwd=ROOT, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": ""}, timeout=120)
     assert done.returncode != 0 and "--seeds=0: the number of seeds must be at least 1" in done.stderr
+
+
+def test_seeds_and_report_on_the_command_line(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_dict(tmp_path)))
+    done = subprocess.run([sys.executable, "run_delrec.py", f"--config_files={config}", "--seeds=2", "--report"],
+                          cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(next(tmp_path.glob("evidence-ml-100k-*/summary.json")).read_text())
+    assert summary["seeds"] == [7, 8] and len(summary["run_dirs"]) == 2
+    assert "p (Holm)" in next(tmp_path.glob("evidence-ml-100k-*/report.md")).read_text()
