@@ -5,7 +5,7 @@
 Runs the whole pipeline once per seed (``recbole_delrec.evaluation.seeds``), the order analysis
 on the first seed's run folder, then the summary, and records its figures in
 ``benchmarks/results/<name>.json`` (keys: ``seeds``, ``<model>.<metric>.mean`` / ``.ci95``,
-``delrec_vs_<model>.<metric>.pvalue``, ``buckets.<bucket>.users`` / ``.<model>.<metric>``,
+``delrec_vs_<model>.<metric>.pvalue`` (and ``.pvalue_holm``), ``buckets.<bucket>.users`` / ``.<model>.<metric>``,
 ``order.*``, ``<model>.test_ms_per_user``, ``delrec.stage2.peak_rss_gib``).
 """
 
@@ -23,7 +23,7 @@ UNITS = {"ms_per_user": "ms", "peak_rss_gib": "GiB"}
 
 def rounded(key: str, value: float) -> float:
     """Four decimals, but p-values to three significant digits (1.4e-63 must not read 0.0)."""
-    return float(f"{value:.3g}") if key.endswith("pvalue") else round(float(value), 4)
+    return float(f"{value:.3g}") if key.endswith(("pvalue", "pvalue_holm")) else round(float(value), 4)
 
 
 def main() -> None:

@@ -79,6 +79,7 @@ def test_summary_over_seeds_partitions_users_and_finds_a_planted_gain(tmp_path):
     records = evidence_records(summary)
     assert records["seeds"] == 3 and "buckets.item_cold.users" in records
     assert "buckets.item_cold.delrec.hit@1" in records and "delrec_vs_teacher.hit@1.pvalue" in records
+    assert records["delrec_vs_teacher.hit@1.pvalue_holm"] == summary["tests"]["teacher"]["hit@1"]["pvalue_holm"]
     assert records["delrec.test_ms_per_user"] == pytest.approx(10.0)
     assert records["teacher.test_ms_per_user"] == pytest.approx(0.5)
     assert records["delrec.stage2.peak_rss_gib"] == 1.5

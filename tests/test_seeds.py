@@ -61,3 +61,9 @@ def test_seeds_and_report_on_the_command_line(tmp_path):
     summary = json.loads(next(tmp_path.glob("evidence-ml-100k-*/summary.json")).read_text())
     assert summary["seeds"] == [7, 8] and len(summary["run_dirs"]) == 2
     assert "p (Holm)" in next(tmp_path.glob("evidence-ml-100k-*/report.md")).read_text()
+
+
+def test_seeds_with_several_processes_is_refused_before_anything_runs(tmp_path):
+    with hidden_command_line(), pytest.raises(ValueError, match="drop --nproc"):
+        run_delrec(config_dict=tiny_dict(tmp_path, seeds=2), nproc=2)
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written

@@ -12,6 +12,7 @@ finished run folder without training, ``resume`` continues an interrupted one, a
 
 from __future__ import annotations
 
+import sys
 import time
 from logging import getLogger
 from typing import Any
@@ -33,6 +34,7 @@ from recbole_delrec.runs.folder import RunDirectory
 from recbole_delrec.runs.startup import Started, build
 from recbole_delrec.runs.tables import side_by_side
 from recbole_delrec.teacher import teacher_class, teacher_config
+from recbole_delrec.tune import external_values
 
 
 def run_delrec(
@@ -61,6 +63,9 @@ def run_delrec(
     returned.  Each process uses one GPU of ``gpu_id`` (NCCL), or the CPU (gloo).
     """
     if (nproc > 1 or world_size > 0) and "local_rank" not in (config_dict or {}):
+        if external_values(config_file_list, config_dict, sys.argv[1:]).get("seeds") is not None:
+            raise ValueError("`seeds` with `nproc`/`world_size`: the seeds run one after another in one "
+                             "process; drop --nproc (or run each --seed=S with --nproc on its own).")
         distributed_values = {"world_size": world_size if world_size > 0 else nproc, "ip": ip, "port": port,
                               "nproc": nproc, "offset": group_offset}
         run_kwargs = dict(model=model, dataset=dataset, config_file_list=config_file_list, saved=saved,

@@ -177,6 +177,7 @@ def evidence_records(summary: dict[str, Any]) -> dict[str, float]:
     for other, per_metric in summary["tests"].items():
         for metric, t in per_metric.items():
             out[f"delrec_vs_{other}.{metric}.pvalue"] = t["pvalue"]
+            out[f"delrec_vs_{other}.{metric}.pvalue_holm"] = t["pvalue_holm"]
     for kind in summary["buckets"].values():
         for row in kind["rows"]:
             out[f"buckets.{row['name']}.users"] = row["users"]
