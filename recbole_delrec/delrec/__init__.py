@@ -1,0 +1,1 @@
+"""DELRec: the model, its trainer, stage-1 distillation and the run entry point."""
