@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from recbole_delrec.data.candidates import CandidateSets
 from recbole_delrec.delrec.trainer import DELRecTrainer
 from recbole_delrec.evaluation.order import check_orders, order_sensitivity
 
@@ -17,7 +18,7 @@ def test_orders_are_permutations_and_order_zero_is_the_evaluations(tiny_model):
 
 def test_order_sensitivity_on_the_tiny_model(tiny_model, tiny_data):
     _, _, _, test = tiny_data
-    result = order_sensitivity(tiny_model, test, orders=3)
+    result = order_sensitivity(tiny_model, test, 3, _drawn(tiny_model))
     users = len(test._dataset)
     assert result["users"] == users and result["orders"] == 3
     assert len(result["position_share"]) == 20 and sum(result["position_share"]) == pytest.approx(1.0)
@@ -30,11 +31,30 @@ def test_order_zero_matches_recbole_evaluation_and_mean_of_orders(tiny_model, ti
     config, _, _, test = tiny_data
     trainer = DELRecTrainer(config, tiny_model)
     evaluated = trainer.evaluate(test, load_best_model=False)
-    result = order_sensitivity(tiny_model, test, orders=2)
+    result = order_sensitivity(tiny_model, test, 2, _drawn(tiny_model))
     assert result["evaluation_order"]["hit@1"] == pytest.approx(evaluated["hit@1"], abs=1e-4)
     tiny_model.candidate_orders = 2  # the `candidate_orders: 2` evaluation option
     averaged = trainer.evaluate(test, load_best_model=False)
     assert averaged["hit@1"] == pytest.approx(result["mean_of_orders"]["hit@1"], abs=1e-4)
+
+
+def test_order_analysis_scores_the_runs_own_candidate_sets(tiny_model, tiny_data):
+    """A run's sets need not be the sampler's draw (``candidates_path``): order 0 is what the
+    run evaluated on its sets, not on a fresh draw."""
+    config, _, _, test = tiny_data
+    drawn = _drawn(tiny_model)
+    other = CandidateSets(lambda user, target, history, phase: drawn.draw(user, target, history, "valid"))
+    trainer = DELRecTrainer(config, tiny_model)
+    trainer._candidate_sets = other  # as candidate_sets() would hold a loaded file's sets
+    evaluated = trainer.evaluate(test, load_best_model=False)
+    result = order_sensitivity(tiny_model, test, 2, other)
+    assert result["evaluation_order"] == pytest.approx({m: evaluated[m] for m in ("hit@1", "ndcg@5")}, abs=1e-4)
+    fresh = order_sensitivity(tiny_model, test, 2, _drawn(tiny_model))["evaluation_order"]
+    assert fresh != pytest.approx(result["evaluation_order"], abs=1e-4)  # the sets differ, and so do the scores
+
+
+def _drawn(model) -> CandidateSets:
+    return CandidateSets.drawn(model.sampler, model.prompt_order)
 
 
 def test_listed_scores_average_the_seeded_orders(tiny_model, tiny_data):

@@ -2,14 +2,15 @@
 
 The LLM reads the candidates in prompt order, so a position bias (favouring the first or the
 last listed item) would show as scores that move with the order.  :func:`order_sensitivity`
-re-scores every test user's fixed candidates under ``orders`` seeded orders
-(``DELRec.prompt_order(items, user, k)``; order 0 is the evaluation's own) and reports Hit@1 and
+re-scores every test user's candidates (the run's own sets, as evaluated) under ``orders``
+seeded orders (``DELRec.listed_in_order(listed, user, k)``; order 0 is the evaluation's own) and reports Hit@1 and
 NDCG@5 per order (mean and std across orders), how often two orders agree on the top-1 item,
 the share of top-1 picks at each listed position (flat = no bias; compare with 1/C, with a
 chi-square test of uniformity), the metrics of the mean score over the orders (the
 ``candidate_orders`` evaluation option) and the scoring cost per user.
 
-The candidates are the sampler's fixed test candidates, also for a full-ranking run.
+The candidates are the run's test candidate sets (``candidates_path`` when given, else the
+sampler's fixed draw), also for a full-ranking run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from recbole_delrec.data.candidates import CandidateSets
 from recbole_delrec.delrec.model import realigned
 from recbole_delrec.evaluation.outcomes import outcome
 from recbole_delrec.evaluation.scoring import user_rows
@@ -40,8 +42,9 @@ def check_orders(orders: Any) -> int:
 
 
 @torch.no_grad()
-def order_sensitivity(model, test_data, orders: int) -> dict[str, Any]:
-    """Scores of every test user's candidates under ``orders`` orders, summarised (see module doc)."""
+def order_sensitivity(model, test_data, orders: int, candidate_sets: CandidateSets) -> dict[str, Any]:
+    """Scores of every test user's candidates in ``candidate_sets`` (the run's, see
+    :meth:`DELRecTrainer.candidate_sets`) under ``orders`` orders, summarised (see module doc)."""
     check_orders(orders)
     model.eval()
     ranks, top_items, top_positions, mean_ranks = [], [], [], []
@@ -49,11 +52,11 @@ def order_sensitivity(model, test_data, orders: int) -> dict[str, Any]:
     for batch in test_data:
         rows = user_rows(batch)[0]
         users, targets = rows[model.USER_ID], rows[model.POS_ITEM_ID]
-        candidates = model.sampler.candidates(users, targets, rows[model.ITEM_SEQ], "test")
+        candidates = candidate_sets.rows("test", users, targets, rows[model.ITEM_SEQ])  # evaluation order
         histories = model.histories(rows)
         start = time.perf_counter()
-        listed = [torch.stack([model.prompt_order(c, int(u), k) for c, u in zip(candidates, users.tolist())])
-                  for k in range(orders)]
+        listed = [candidates] + [torch.stack([model.listed_in_order(c, u, k) for c, u in zip(candidates, users.tolist())])
+                                 for k in range(1, orders)]
         scores = [model.score_candidates(histories, order).float().cpu() for order in listed]
         seconds += time.perf_counter() - start
         ranks.append(torch.stack([_target_rank(s, o, targets) for s, o in zip(scores, listed)], 1))
@@ -109,7 +112,8 @@ def analyse_run(run_dir: str | Path, orders: int, model: str = "DELRec", dataset
     check_orders(orders)
     started = load_run(run_dir, model, dataset, config_file_list)
     started.trainer.load_checkpoint(started.trainer.saved_model_file)
-    result = order_sensitivity(started.model, started.test_data, orders)
+    test_data = started.test_data
+    result = order_sensitivity(started.model, test_data, orders, started.trainer.candidate_sets(test_data._dataset))
     save_json(result, Path(run_dir) / ORDER_FILE)
     return result
 
