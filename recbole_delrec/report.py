@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from plotly.subplots import make_subplots
 from recbole.utils import get_local_time
 
-from recbole_delrec.evaluation.outcomes import parse_metric
+from recbole_delrec.evaluation.outcomes import distinct_metrics
 from recbole_delrec.evaluation.stats import ALPHA
 from recbole_delrec.evaluation.summary import summarise, summary_table
 from recbole_delrec.runs.artifacts import atomic_write
@@ -45,13 +45,13 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
 
 
 def _shown_metrics(summary: dict[str, Any]) -> list[str]:
-    """Metrics worth a picture: NDCG@1 and MRR@1 equal Hit@1, so only Hit@1 at k = 1."""
-    metrics = next(iter(summary["metrics"].values()))
-    return [m for m in metrics if parse_metric(m)[0] == "hit" or parse_metric(m)[1] > 1]
+    """Metrics worth a picture: NDCG@1 and MRR@1 equal Hit@1, so only one of them at k = 1."""
+    return distinct_metrics(list(next(iter(summary["metrics"].values()))))
 
 
 def _mark(pvalue: float) -> str:
-    """Significance mark of DELRec's difference to a row (the tests are named under the table)."""
+    """Significance mark of DELRec's difference to a row, from the Holm-adjusted p (the tests
+    are named under the table), so a mark survives making all the table's tests at once."""
     return "***" if pvalue < 0.001 else "**" if pvalue < 0.01 else "*" if pvalue < ALPHA else " (n.s.)"
 
 
@@ -61,13 +61,13 @@ def _markdown(summary: dict[str, Any], pictures: list[str]) -> str:
     interval = interval[metrics[0]]["interval"]
     lines = [f"# Evidence: {summary['dataset']} ({summary['mode']})", "",
              f"{summary['users']} test users, seeds {summary['seeds']}; cells are mean [95% interval] ({interval}).",
-             "Marks compare DELRec with the row on the same users: * p < 0.05, ** p < 0.01, *** p < 0.001, "
-             "(n.s.) not significant at 0.05, each test on its own; the paired tests below also give p adjusted "
-             "(Holm) for making all of them at once.", "",
+             "Marks compare DELRec with the row on the same users, on p adjusted (Holm) for all the table's "
+             "tests: * p < 0.05, ** p < 0.01, *** p < 0.001, (n.s.) not significant at 0.05. The paired tests "
+             "below give both p.", "",
              "| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for model, values in summary["metrics"].items():
         tests = summary["tests"].get(model, {})
-        cells = [f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" + (_mark(tests[m]["pvalue"]) if m in tests else "")
+        cells = [f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" + (_mark(tests[m]["pvalue_holm"]) if m in tests else "")
                  for m, v in values.items()]
         lines.append(f"| {summary['names'][model]} | " + " | ".join(cells) + " |")
     lines += ["", "## Paired tests (DELRec - row, users paired)", "", "```", summary_table(summary), "```", "",

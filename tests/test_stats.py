@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from recbole_delrec.evaluation.outcomes import outcome, parse_metric
+from recbole_delrec.evaluation.outcomes import distinct_metrics, outcome, parse_metric
 from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci, holm, paired_test, sign_test, wilcoxon_test
 
 
@@ -82,3 +82,8 @@ def test_holm_adjustment_matches_its_definition():
     assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
     assert holm([0.02]) == [0.02] and holm([]) == []
+
+
+def test_distinct_metrics_count_the_at_one_outcome_once():
+    assert distinct_metrics(["hit@1", "hit@5", "ndcg@1", "ndcg@5", "mrr@1", "mrr@5"]) == ["hit@1", "hit@5", "ndcg@5", "mrr@5"]
+    assert distinct_metrics(["ndcg@1", "mrr@1", "mrr@10"]) == ["ndcg@1", "mrr@10"]

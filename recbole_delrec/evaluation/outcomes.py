@@ -38,6 +38,14 @@ def metric_names(metrics: list[str], topk: list[int]) -> list[str]:
     return [f"{m.lower()}@{k}" for m in metrics if m.lower() in KINDS for k in topk]
 
 
+def distinct_metrics(metrics: list[str]) -> list[str]:
+    """``metrics`` without repeats of one per-user outcome: at k = 1, Hit, NDCG and MRR are all
+    1 when the target is first and 0 otherwise, so only the first of them is kept (a picture
+    or a family of tests counts each outcome once)."""
+    at_one = [m for m in metrics if parse_metric(m)[1] == 1]
+    return [m for m in metrics if parse_metric(m)[1] > 1 or m == at_one[0]]
+
+
 def model_keys(frame: pd.DataFrame) -> list[str]:
     """The model keys of a records frame (its ``rank.<key>`` columns), DELRec first."""
     keys = [c.split(".", 1)[1] for c in frame.columns if c.startswith("rank.")]

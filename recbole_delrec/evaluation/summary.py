@@ -20,7 +20,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from recbole_delrec.evaluation.buckets import bucket_table, user_buckets
-from recbole_delrec.evaluation.outcomes import metric_names, model_keys, outcome
+from recbole_delrec.evaluation.outcomes import distinct_metrics, metric_names, model_keys, outcome, parse_metric
 from recbole_delrec.evaluation.records import load_records
 from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci, holm, paired_test
 from recbole_delrec.runs.artifacts import atomic_write, save_json
@@ -95,7 +95,8 @@ def _model_metric(frames: list[pd.DataFrame], model: str, metric: str, seed: int
 
 def _tests(frames: list[pd.DataFrame], models: list[str], metrics: list[str]) -> dict[str, dict]:
     """DELRec against every other model, per metric, on per-user outcomes averaged over seeds;
-    ``pvalue_holm`` adjusts each p for the whole family of these tests."""
+    ``pvalue_holm`` adjusts each p for the family of these tests, each distinct outcome once
+    (NDCG@1 and MRR@1 repeat Hit@1's test and share its adjusted p)."""
     if "delrec" not in models:
         return {}
     tests = {
@@ -103,9 +104,14 @@ def _tests(frames: list[pd.DataFrame], models: list[str], metrics: list[str]) ->
                                     len(frames)).as_dict() for metric in metrics}
         for other in models if other != "delrec"
     }
-    family = [t for per_metric in tests.values() for t in per_metric.values()]
-    for t, adjusted in zip(family, holm([t["pvalue"] for t in family])):
-        t["pvalue_holm"] = adjusted
+    distinct = distinct_metrics(metrics)
+    family = [(other, metric) for other in tests for metric in distinct]
+    adjusted = dict(zip(family, holm([tests[other][metric]["pvalue"] for other, metric in family])))
+    same = {metric: metric if metric in distinct else next(m for m in distinct if parse_metric(m)[1] == 1)
+            for metric in metrics}
+    for other, per_metric in tests.items():
+        for metric, t in per_metric.items():
+            t["pvalue_holm"] = adjusted[(other, same[metric])]
     return tests
 
 
@@ -160,8 +166,9 @@ def summary_table(summary: dict[str, Any]) -> str:
               f"{t['pvalue_holm']:.3g}", t["verdict"]]
              for other, per_metric in summary["tests"].items() for metric, t in per_metric.items()]
     if tests:
+        n_tests = len(summary["tests"]) * len(distinct_metrics(metrics))
         lines += ["", f"paired tests, users paired (difference = DELRec - other; Holm: p adjusted for these "
-                      f"{len(tests)} tests, read it when asking whether any difference is real):",
+                      f"{n_tests} distinct tests, read it when asking whether any difference is real):",
                   tabulate(tests, headers=["comparison", "metric", "difference", "p", "p (Holm)", "verdict"],
                            disable_numparse=True)]
     return "\n".join(lines)
