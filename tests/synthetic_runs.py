@@ -41,9 +41,11 @@ def write_run(path: Path, seed: int, users: int = 120, delrec_gain: int = 0, ord
     result = {"run_dir": str(path), "test_result": {}, "teacher_test_result": {},
               "timings": {"test_seconds": 1.2, "teacher_test_seconds": 0.1},
               "row_keys": {"delrec": "DELRec", "teacher": "SASRec (teacher)", "gru4rec": "GRU4Rec"},
-              "cost": {"DELRec": {"test_ms_per_user": 10.0, "peak_memory_mb_per_stage": {"stage2": 1536.0}},
-                       "SASRec (teacher)": {"test_ms_per_user": 0.5, "peak_memory_mb_per_stage": {}},
-                       "GRU4Rec": {"test_ms_per_user": 0.4, "peak_memory_mb_per_stage": {}}}}
+              "cost": {"DELRec": {"test_ms_per_user": 10.0, "trained_parameters": 691156,
+                                  "peak_memory_mb_per_stage": {"stage2": 1536.0}},
+                       "SASRec (teacher)": {"test_ms_per_user": 0.5, "trained_parameters": 209088,
+                                            "peak_memory_mb_per_stage": {}},
+                       "GRU4Rec": {"test_ms_per_user": 0.4, "trained_parameters": 1000, "peak_memory_mb_per_stage": {}}}}
     (path / "result.json").write_text(json.dumps(result))
     (path / "config.json").write_text(json.dumps({"final": {"cold_item_max": 10}, "external": {}}))
     (path / "best.pth").write_bytes(b"")

@@ -85,6 +85,7 @@ def test_summary_over_seeds_partitions_users_and_finds_a_planted_gain(tmp_path):
     assert records["delrec.test_ms_per_user"] == pytest.approx(10.0)
     assert records["teacher.test_ms_per_user"] == pytest.approx(0.5)
     assert records["delrec.stage2.peak_rss_gib"] == 1.5
+    assert records["delrec.trained_parameters"] == 691156 and "buckets.activity.edge0" in records
     assert (tmp_path / "evidence" / "summary.json").is_file()
     assert "significant at 0.05" in (tmp_path / "evidence" / "summary.txt").read_text()
 

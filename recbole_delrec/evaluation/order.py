@@ -97,9 +97,10 @@ def _summary(ranks, top_items, top_positions, mean_ranks, seconds: float, n_cand
         "ms_per_user": 1000 * seconds / users, "ms_per_user_per_order": 1000 * seconds / users / orders,
     }
     summary["records"] = {
-        "hit@1.std": summary["hit@1"]["std"], "top1_agreement": summary["top1_agreement"],
+        "top1_agreement": summary["top1_agreement"],
         "first_position_share": float(share[0]), "mean_of_orders.hit@1": summary["mean_of_orders"]["hit@1"],
-        "ms_per_user": summary["ms_per_user"],
+        "ms_per_user": summary["ms_per_user"], "position_chi2_pvalue": summary["position_chi2_pvalue"],
+        **{f"{m}.{k}": summary[m][k] for m in METRICS for k in ("mean", "std")},
     }
     return summary
 

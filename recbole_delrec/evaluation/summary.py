@@ -136,7 +136,7 @@ def compare_runs(reference: list[str | Path], other: list[str | Path], model: st
 
 
 def _timings(paths: list[Path], models: list[str]) -> dict[str, Any]:
-    """Test milliseconds per user of each model (mean over seeds) and stage 2's peak memory,
+    """Test milliseconds per user of each model (mean over seeds), its trained parameters and stage 2's peak memory,
     from each run's ``cost`` rows (``row_keys`` maps a model key to its row)."""
     results = [json.loads((p / "result.json").read_text(encoding="utf-8")) for p in paths]
     costs = [{key: r["cost"][row] for key, row in r.get("row_keys", {}).items()} for r in results]
@@ -145,6 +145,10 @@ def _timings(paths: list[Path], models: list[str]) -> dict[str, Any]:
         per_user = [c[model]["test_ms_per_user"] for c in costs if model in c]
         if per_user:
             out[f"{model}.test_ms_per_user"] = float(np.mean(per_user))
+    for model in models:
+        params = [c[model]["trained_parameters"] for c in costs if model in c]
+        if params:
+            out[f"{model}.trained_parameters"] = params[0]  # the same in every seed
     peaks = [c["delrec"]["peak_memory_mb_per_stage"]["stage2"] for c in costs
              if "stage2" in c.get("delrec", {}).get("peak_memory_mb_per_stage", {})]
     if peaks:
@@ -185,7 +189,8 @@ def evidence_records(summary: dict[str, Any]) -> dict[str, float]:
         for metric, t in per_metric.items():
             out[f"delrec_vs_{other}.{metric}.pvalue"] = t["pvalue"]
             out[f"delrec_vs_{other}.{metric}.pvalue_holm"] = t["pvalue_holm"]
-    for kind in summary["buckets"].values():
+    for name, kind in summary["buckets"].items():
+        out.update({f"buckets.{name}.edge{i}": edge for i, edge in enumerate(kind["edges"])})
         for row in kind["rows"]:
             out[f"buckets.{row['name']}.users"] = row["users"]
             for model, per_metric in row["models"].items():
