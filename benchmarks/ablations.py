@@ -7,7 +7,7 @@
         # other --key=value (e.g. the evidence run's --llm_path) go to every variant
     python benchmarks/ablations.py --seeded-table   # only that table, with Holm-adjusted p
 
-``full`` and ``teacher`` are the default run (``benchmarks/run.py --name=ml100k.default``);
+``full`` and ``teacher`` are the 2026-11-24 default run (``ml100k.default_before_issue13``);
 each other variant is one run of ``benchmarks/run.py`` with the overrides below (the teacher
 comes from the cache, so only the soft prompt and stage 2 change).  Writes
 ``results/ml100k.ablation.json`` with ``ml100k.ablation.<variant>.hit@1`` (and hit@5,
@@ -39,7 +39,7 @@ METRICS = ("hit@1", "hit@5", "ndcg@5")
 
 def run_variants() -> None:
     for variant, overrides in VARIANTS.items():
-        command = [sys.executable, str(Path(__file__).with_name("run.py")),
+        command = [sys.executable, "benchmarks/run.py",  # relative: it is recorded as the command
                    f"--name=ml100k.ablation.{variant}", "--show_progress=False", *overrides]
         subprocess.run(command, check=True)
 
@@ -52,12 +52,13 @@ def _metrics(name: str, who: str) -> tuple[dict[str, float], dict]:
 
 
 def tabulate() -> str:
-    rows = {"full": _metrics("ml100k.default", "delrec"), "teacher": _metrics("ml100k.default", "teacher")}
+    baseline = "ml100k.default_before_issue13"  # the default run of the day the variants ran
+    rows = {"full": _metrics(baseline, "delrec"), "teacher": _metrics(baseline, "teacher")}
     rows.update({v: _metrics(f"ml100k.ablation.{v}", "delrec") for v in VARIANTS})
     records = [{**template, "metric": f"ml100k.ablation.{variant}.{metric}", "value": values[metric]}
                for variant, (values, template) in rows.items() for metric in METRICS]
-    default = json.loads((RESULTS / "ml100k.default.json").read_text())
-    records += [{**r, "metric": r["metric"].replace("ml100k.default.stage1.", "ml100k.stage1.")}
+    default = json.loads((RESULTS / f"{baseline}.json").read_text())
+    records += [{**r, "metric": r["metric"].replace(f"{baseline}.stage1.", "ml100k.stage1.")}
                 for r in default if ".stage1.fidelity." in r["metric"]]
     save_json(records, RESULTS / "ml100k.ablation.json")  # atomic
     lines = ["| variant | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -81,20 +80,24 @@ def test_a_run_folder_holds_its_candidate_sets(sampled_run):
     assert [list(test.loc[u, "candidates"]) for u in frame["user"]] == list(frame["candidates"])
 
 
-def test_another_run_scores_exactly_the_saved_sets(sampled_run, tmp_path):
+def test_another_run_scores_exactly_the_saved_sets(sampled_run):
     """Another seed draws other sets; with candidates_path it scores the saved ones."""
-    run_dir = sampled_run["run_dir"]
-    copies = [shutil.copytree(run_dir, tmp_path / name) for name in ("saved-sets", "own-sets")]  # load writes there
+    run_dir = Path(sampled_run["run_dir"])
+    own = {name: (run_dir / name).read_bytes() for name in ("candidates.parquet", "records.parquet", "result.json")}
     values = {"seed": 8, "baselines": [], "baseline_config": {}}  # the teacher and DELRec come from the folder
     with hidden_command_line():
-        again = run_delrec(load=str(copies[0]), config_dict={**values, "candidates_path": run_dir})
-        other = run_delrec(load=str(copies[1]), config_dict=values)
+        again = run_delrec(load=str(run_dir), config_dict={**values, "candidates_path": str(run_dir)})
+        other = run_delrec(load=str(run_dir), config_dict=values)
     for row in ("SASRec (teacher)", "DELRec"):
         assert again["rows"][row] == sampled_run["rows"][row]
         assert other["rows"][row] != sampled_run["rows"][row]
     saved = load_records(run_dir)[0]["candidates"].tolist()
-    assert load_records(copies[0])[0]["candidates"].tolist() == saved
-    assert load_records(copies[1])[0]["candidates"].tolist() != saved
+    assert load_records(again["run_dir"])[0]["candidates"].tolist() == saved
+    assert load_records(other["run_dir"])[0]["candidates"].tolist() != saved
+    # each load wrote its own evaluation folder inside the run; the run's own files are untouched
+    assert {Path(r["run_dir"]).parent for r in (again, other)} == {run_dir / "evaluations"}
+    assert again["run_dir"] != other["run_dir"]
+    assert all((run_dir / name).read_bytes() == data for name, data in own.items())
 
 
 def test_result_json_has_rows_and_cost_per_model(sampled_run):

@@ -97,6 +97,8 @@ def run_delrec(
         trainer.load_checkpoint(trainer.saved_model_file)
     models = _models(started)
     scored = _score_all(trainer, models, test_data, config["show_progress"])
+    writer = config["local_rank"] == 0  # one writer per machine, as for every run file
+    out = trainer.run.new_evaluation(config) if load and writer else trainer.run
     rows = {_row_name(config, key, model): scored[key].result for key, model in models.items()}
     cost = {_row_name(config, key, model): _cost(trainer, key, model, len(scored[key].users)) for key, model in models.items()}
     timings = {**trainer.timings, "test_seconds": trainer.costs.seconds["test.delrec"],
@@ -114,17 +116,17 @@ def run_delrec(
         "row_keys": {key: _row_name(config, key, model) for key, model in models.items()},
         "stage1_result": getattr(trainer, "stage1_result", {}),
         "timings": timings,
-        "run_dir": str(trainer.run.path),
-        "records": str(trainer.run.records),
+        "run_dir": str(out.path),
+        "records": str(out.records),
         "test_users": len(test_data._dataset),
         "eval_mode": config["eval_args"]["mode"]["test"],
     }
     _report(config, result)
     sets = None if _full_ranking(config) else trainer.candidate_sets(test_data._dataset)
     shown = prompt_history_lengths(started.model, test_data, sets)
-    if config["local_rank"] == 0:  # one writer per machine, as for every run file
-        _save_evaluation(started, models, scored, shown)
-        save_json(result, trainer.run.result)
+    if writer:
+        _save_evaluation(started, models, scored, shown, out)
+        save_json(result, out.result)
     if explain is not None:
         rec_model = started.model
         result["explanation"] = explain_user(rec_model, test_data, str(explain)).render(rec_model.item_text.titles)
@@ -227,8 +229,10 @@ def _cost(trainer, key: str, model, n_users: int) -> dict[str, Any]:
     return model_cost(TRAIN_STAGES.get(key, [f"train.{key}"]), trainer.costs, f"test.{key}", n_users, model)
 
 
-def _save_evaluation(started: Started, models: dict[str, Any], scored: dict[str, Scored], shown: dict[int, int]) -> None:
-    """The run's candidate sets and per-user records, atomically, in its folder."""
+def _save_evaluation(started: Started, models: dict[str, Any], scored: dict[str, Scored], shown: dict[int, int],
+                     out: RunDirectory) -> None:
+    """The evaluation's candidate sets and per-user records, atomically, in ``out`` (the run's
+    folder, or a ``--load``'s evaluation folder inside it)."""
     config, trainer = started.config, started.trainer
     full = _full_ranking(config)
     test = started.test_data._dataset
@@ -236,9 +240,9 @@ def _save_evaluation(started: Started, models: dict[str, Any], scored: dict[str,
     if not full:
         sets.cover(started.valid_data._dataset, "valid")
         sets.cover(test, "test")
-        sets.save(trainer.run.candidates, test)
+        sets.save(out.candidates, test)
     frame = build_records(test, started.train_data._dataset, scored, shown, full)
-    save_records(trainer.run.path, frame, {
+    save_records(out.path, frame, {
         "models": {key: type(model).__name__ for key, model in models.items()},
         "mode": config["eval_args"]["mode"]["test"], "n_candidates": candidates_per_prompt(config),
         "seed": config["seed"], "dataset": config["dataset"], "topk": list(config["topk"]),

@@ -12,7 +12,9 @@
 * ``candidates.parquet``: the valid/test candidate sets in prompt order (``candidates_path``
   scores another run on exactly these);
 * ``records.parquet`` + ``records.json``: one row per test user, every model's rank and top-1
-  (:mod:`recbole_delrec.evaluation.records`).
+  (:mod:`recbole_delrec.evaluation.records`);
+* ``evaluations/<time>/``: each later ``load`` of the run, with its own ``config.json``,
+  ``result.json``, candidate sets and records (the run's own are never replaced).
 
 Every file is written atomically (temp file + rename), every tensor file is read with
 ``weights_only=True``.
@@ -41,7 +43,17 @@ class RunDirectory:
     def create(cls, config, llm_source: str) -> "RunDirectory":
         labels = (config["model"], config["dataset"], config["teacher_model"], llm_source, get_local_time())
         name = "-".join(file_safe(label) for label in labels)
-        run = cls(_new_folder(Path(config["checkpoint_dir"]) / name))
+        return cls._with_config(_new_folder(Path(config["checkpoint_dir"]) / name), config)
+
+    def new_evaluation(self, config) -> "RunDirectory":
+        """A new folder ``evaluations/<time>/`` inside this run for a later evaluation of it
+        (``--load``): its result, records and candidate sets never replace the run's own,
+        and it holds its own ``config.json``, so a summary or report reads it like a run."""
+        return self._with_config(_new_folder(self.path / "evaluations" / get_local_time()), config)
+
+    @classmethod
+    def _with_config(cls, path: Path, config) -> "RunDirectory":
+        run = cls(path)
         save_json({"final": plain(config.final_config_dict), "external": plain(config.external_config_dict)}, run.config)
         return run
 
