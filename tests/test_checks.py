@@ -157,6 +157,11 @@ def test_llm_path_not_cached_while_offline(toy, monkeypatch, tmp_path):
     fails_fast(toy, "not in the local Hugging Face cache", "downloads are switched off", "huggingface-cli download")
 
 
+def test_ratio_split_is_refused_with_the_leave_one_out_setting(toy):
+    split = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "group_by": "user", "mode": "uni19"}
+    fails_fast({**toy, "eval_args": split}, "eval_args.split", "{'RS': [0.8, 0.1, 0.1]}", "LS: valid_and_test")
+
+
 def test_more_candidates_than_items(toy):
     toy["eval_args"] = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni99"}
     fails_fast(toy, "asks for 100 candidates per prompt", f"has {N_ITEMS} items after loading",

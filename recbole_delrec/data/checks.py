@@ -123,6 +123,18 @@ def timestamp_loaded(config: Config) -> None:
 
 
 # ---------------------------------------------------------------------- settings
+def leave_one_out(config: Config) -> None:
+    """One test row per user: candidate sets, records and the paired tests are all per user,
+    which RecBole's leave-one-out split gives; a ratio split gives a user several test rows
+    and would otherwise fail mid-test with a message about a "file of another split"."""
+    split = config["eval_args"]["split"]
+    if "LS" not in (split or {}):
+        raise ValueError(
+            f"eval_args.split is {split}: {config['model']} evaluates each user's next item, one test row per "
+            f"user; use RecBole's leave-one-out split, `eval_args: {{split: {{LS: valid_and_test}}, order: TO}}`."
+        )
+
+
 def positive(config: Config, keys: tuple[str, ...]) -> None:
     """Each of ``keys`` is a whole number of at least 1."""
     for key in keys:

@@ -94,6 +94,7 @@ class DELRec(SequentialRecommender):
         RecBole reads the data: candidates, baselines, options, teacher, title columns,
         timestamp, templates, LLM."""
         check_candidates(config)
+        checks.leave_one_out(config)
         check_baselines(config)
         checks.positive(config, COUNTS)
         checks.known_tasks(config, STAGE1_TASKS)
