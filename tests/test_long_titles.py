@@ -40,6 +40,8 @@ def test_long_product_titles_run_end_to_end_with_default_budgets(tmp_path, caplo
     log = "\n".join(r.getMessage() for r in caplog.records)
     assert "Titles: 120 of 120 titles are cut to max_prompt_title_tokens=28 tokens in prompts" in log
     assert "to fit max_prompt_tokens=1024" in log  # 10 history titles of 28 tokens do not all fit
+    lsr = [line for line in log.splitlines() if " lsr prompts lost " in line]
+    assert len(lsr) == 3, lsr  # stage 2's training epoch, its validation and the test: each said once
 
 
 def test_very_large_catalogue_checks_and_builds(tmp_path):

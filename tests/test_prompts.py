@@ -68,6 +68,16 @@ def test_truncation_keeps_the_longest_history_that_fits(tokenizer):
         assert k == 0 or lengths[k - 1] > budget  # ... and one more title would not
 
 
+def test_length_is_the_built_prompts_length(tokenizer):
+    full, _ = _builder(tokenizer)
+    history, candidates = list(range(1, 21)), list(range(21, 31))
+    untruncated = len(full.build(history=history, candidates=candidates).input_ids)
+    for budget in (untruncated, untruncated - 15):
+        short, _ = _builder(tokenizer, max_tokens=budget)
+        assert short.length(history=history, candidates=candidates) == len(
+            short.build(history=history, candidates=candidates).input_ids)
+
+
 def test_prompt_that_cannot_fit_names_the_option(tokenizer):
     builder, _ = _builder(tokenizer, max_tokens=40)
     with pytest.raises(ValueError, match="max_prompt_tokens"):
@@ -92,7 +102,8 @@ def test_history_cuts_are_counted_and_taken(tokenizer):
     short, _ = _builder(tokenizer, max_tokens=untruncated - 15)
     short.build(history=history, candidates=candidates)
     short.build(history=[1], candidates=candidates)
-    short.fitted(history=history, candidates=candidates)  # re-reading a built prompt is not counted again
+    short.fitted(history=history, candidates=candidates)  # re-reading a prompt is not building it again
+    short.length(history=history, candidates=candidates)
     short.render(TITLES, history=history, candidates=candidates)
     cuts = short.take_cuts()
     assert (cuts.prompts, cuts.cut) == (2, 1) and cuts.titles >= 1

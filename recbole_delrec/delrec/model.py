@@ -127,8 +127,12 @@ class DELRec(SequentialRecommender):
     def train(self, mode: bool = True) -> "DELRec":
         """RecBole (and stage 1) switch the mode at every phase: a training epoch, a
         validation, a test.  Say then what the phase's prompts lost to ``max_prompt_tokens``."""
-        log_history_cuts(self.prompts, self.max_prompt_tokens)
+        self.report_history_cuts()
         return super().train(mode)
+
+    def report_history_cuts(self) -> None:
+        """Log what the prompts built since the last report lost to ``max_prompt_tokens``."""
+        log_history_cuts(self.prompts, self.max_prompt_tokens)
 
     # ------------------------------------------------------------------ construction
     def _builders(self, config, templates, backbone: Backbone, title_ids) -> dict[str, PromptBuilder]:

@@ -181,6 +181,11 @@ class PromptBuilder:
                 out.append(LIST_SEPARATOR.join(titles[i] for i in items))
         return "".join(out).strip()
 
+    def length(self, **values: SlotValue) -> int:
+        """Token length of :meth:`build`'s prompt, counted without assembling it (and not
+        counted as a built prompt): batches are sorted and bucketed by it."""
+        return self._length(self._truncated(values)[0])
+
     def fitted(self, **values: SlotValue) -> dict[str, SlotValue]:
         """The slot values the prompt really shows (oldest history dropped to fit): for records."""
         return self._truncated(values)[0]

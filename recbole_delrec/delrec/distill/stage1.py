@@ -137,7 +137,7 @@ class SoftPromptDistiller:
 
     def prompt_lengths(self, task: str, examples: Sequence) -> list[int]:
         """Token length of each example's prompt (what its batch is padded to)."""
-        return [len(self.model.prompts[task].build(**_slots(example)).input_ids) for example in examples]
+        return [self.model.prompts[task].length(**_slots(example)) for example in examples]
 
     def _streams(self, examples: dict[str, list], lengths: dict[str, list[int]]) -> dict[str, list[list]]:
         """Each task's batches for one epoch, bucketed by prompt length (``stage1_bucket_window``)."""
