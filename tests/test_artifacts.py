@@ -11,6 +11,9 @@ from transformers import T5ForConditionalGeneration
 from recbole_delrec import run_delrec
 from recbole_delrec.runs.artifacts import atomic_dir, atomic_write, load_tensors, save_tensors
 from recbole_delrec.config import hidden_command_line, isolated_config
+from recbole_delrec.delrec.explain import explain
+from recbole_delrec.delrec.quick_start import load_run
+from recbole_delrec.evaluation.records import load_records
 from recbole_delrec.runs.startup import build
 from recbole_delrec.llm.adapters import add_adalora
 from recbole_delrec.llm.soft_prompt import SoftPrompt
@@ -137,3 +140,17 @@ def test_explain_shows_prompt_and_both_rankings(finished_run):
     rows = [line for line in ranking.strip().splitlines()[2:]]
     assert len(rows) == 20 and sum(line.count(" *") for line in rows) == 2  # target marked in both columns
     assert "DELRec" in ranking and "teacher" in ranking
+
+
+def test_explain_ranks_the_target_where_the_evaluation_did(finished_run):
+    """The explained ranking is the evaluated one: the run's candidate set, the one scoring."""
+    result, _ = finished_run
+    with hidden_command_line():
+        started = load_run(result["run_dir"], config_dict={"state": "WARNING"})
+    started.trainer.load_checkpoint(started.trainer.saved_model_file)
+    records = load_records(result["run_dir"])[0].set_index("user")
+    sets = started.trainer.candidate_sets(started.test_data._dataset)
+    for user in records.index[:5]:
+        shown = explain(started.model, started.test_data, user, sets)
+        assert [item for item, _ in shown.delrec].index(shown.target) + 1 == records.loc[user, "rank.delrec"]
+        assert [item for item, _ in shown.teacher].index(shown.target) + 1 == records.loc[user, "rank.teacher"]

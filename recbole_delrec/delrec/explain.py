@@ -1,7 +1,7 @@
 """``explain``: what DELRec saw and decided for one user, beside what the teacher decided.
 
 For the user's test case it shows the exact recommendation prompt (the soft prompt as a
-marker), then the user's fixed test candidates ranked by DELRec with their scores, next to
+marker), then the user's test candidates (the run's own sets) ranked by DELRec with their scores, next to
 the teacher's ranking of the same candidates.  This is the interpretability the paper
 claims: the prompt is text a person can read, and the two rankings can be compared item by
 item.
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import torch
 from recbole.data.interaction import Interaction
 from tabulate import tabulate
+
+from recbole_delrec.data.candidates import CandidateSets
+from recbole_delrec.evaluation.scoring import candidate_scores
 
 
 @dataclass
@@ -50,22 +53,18 @@ def user_row(test_data, user_token: str) -> Interaction:
 
 
 @torch.no_grad()
-def explain(model, test_data, user_token: str) -> Explanation:
-    """DELRec's and the teacher's ranking of the user's fixed test candidates."""
+def explain(model, test_data, user_token: str, candidate_sets: CandidateSets) -> Explanation:
+    """DELRec's and the teacher's ranking of the user's test candidates in ``candidate_sets``
+    (the run's, as evaluated), each scored by the one scoring function of the evaluation."""
     row = user_row(test_data, user_token)
-    user, target = int(row[model.USER_ID][0]), int(row[model.POS_ITEM_ID][0])
-    candidates = model.sampler.candidates(row[model.USER_ID], row[model.POS_ITEM_ID], row[model.ITEM_SEQ], "test")
-    shown = model.prompt_order(candidates[0], user)
+    shown = candidate_sets.rows("test", row[model.USER_ID], row[model.POS_ITEM_ID], row[model.ITEM_SEQ])
     history = model.histories(row)[0]
-    prompt = model.prompts["lsr"].render(model.item_text.titles, history=history, candidates=shown.tolist())
-    items = candidates[0]  # predict() shuffles these exactly as `shown`: the prompt above
-    expanded = row.repeat_interleave(len(items))
-    expanded.update(Interaction({model.POS_ITEM_ID: items}))
+    prompt = model.prompts["lsr"].render(model.item_text.titles, history=history, candidates=shown[0].tolist())
     model.eval()
     return Explanation(
-        str(user_token), prompt, target,
-        _ranked(items, model.predict(expanded.to(model.device))),
-        _ranked(items, model.teacher.predict(expanded.to(model.device))),
+        str(user_token), prompt, int(row[model.POS_ITEM_ID][0]),
+        _ranked(shown[0], candidate_scores(model, row, shown)[0]),
+        _ranked(shown[0], candidate_scores(model.teacher, row, shown)[0]),
     )
 
 

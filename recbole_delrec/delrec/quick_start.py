@@ -129,7 +129,8 @@ def run_delrec(
         save_json(result, out.result)
     if explain is not None:
         rec_model = started.model
-        result["explanation"] = explain_user(rec_model, test_data, str(explain)).render(rec_model.item_text.titles)
+        sets = trainer.candidate_sets(test_data._dataset)
+        result["explanation"] = explain_user(rec_model, test_data, str(explain), sets).render(rec_model.item_text.titles)
         logger.info("\n" + result["explanation"])
     return result
 
