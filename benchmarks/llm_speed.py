@@ -78,6 +78,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,14 +201,14 @@ def read_atomic(path: Path) -> tuple[list[str], list[list[str]]]:
     return header, [line.split("\t") for line in lines[1:] if line]
 
 
-def load_ml100k(folder: Path, normalize) -> tuple[list[str], list[list[int]]]:
+def load_ml100k(folder: Path, normalize: Callable[[str], str]) -> tuple[list[str], list[list[int]]]:
     """Titles (index 0 = padding, as in ``ItemText``) and each user's items in time order."""
     header, rows = read_atomic(folder / "ml-100k.item")
     col = {name: header.index(name) for name in ("item_id", "movie_title", "release_year")}
     index, titles = {}, ["[PAD]"]
     for row in rows:
         title = " ".join(row[col["movie_title"]].split())
-        title = normalize(title) if normalize else title
+        title = normalize(title)
         year = row[col["release_year"]].strip()
         title = title or f"item {row[col['item_id']]}"
         titles.append(f"{title} ({year})" if len(year) == 4 and year.isdigit() else title)
@@ -622,9 +623,7 @@ def main(argv=None) -> int:
           f"torch.compile {'on' if args.compile else 'off'}", flush=True)
     print(f"ML-100K: {len(sequences)} users, {len(titles) - 1} items; prompt tokens mean {stats['prompt_mean']:.1f} "
           f"max {stats['prompt_max']} (incl. {settings['n_soft_tokens']} soft); title tokens mean "
-          f"{stats['title_mean']:.1f} max {stats['title_max']}"
-          + ("" if product.normalize_title else "; titles NOT article-normalised (recbole_delrec.data.titles needs RecBole)"),
-          flush=True)
+          f"{stats['title_mean']:.1f} max {stats['title_max']}", flush=True)
     peak = matmul_peak_tflops(device, DTYPES[args.dtype])
     print(f"matmul peak: {peak:.2f} TFLOP/s", flush=True)
 

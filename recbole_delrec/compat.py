@@ -2,7 +2,7 @@
 
 Nothing here runs on import: :func:`apply` applies the patches of :data:`PATCHES`, and only
 :func:`recbole_delrec.register` calls it (every entry point of the plugin does).  Each patch
-names the RecBole/torch problem it works around; ``tests/test_compat.py`` has a test per
+names the RecBole/torch problem it works around; ``tests/test_registration.py`` has a test per
 patch that fails without it.
 
 * Importing ``recbole.model.sequential_recommender`` imports SINE, whose module runs

@@ -23,7 +23,7 @@ from recbole.utils import get_local_time
 
 from recbole_delrec.evaluation.outcomes import distinct_metrics
 from recbole_delrec.evaluation.stats import ALPHA
-from recbole_delrec.evaluation.summary import summarise, summary_table
+from recbole_delrec.evaluation.summary import save_summary, summarise, summary_table
 from recbole_delrec.runs.artifacts import atomic_write
 
 
@@ -32,7 +32,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None) 
     first = Path(run_dirs[0]) if run_dirs else Path(".")
     summary = summarise(run_dirs)
     out = Path(out_dir) if out_dir else first.parent / f"report-{summary['dataset']}-{get_local_time()}"
-    summarise(run_dirs, out)  # summary.json / summary.txt beside the report
+    save_summary(summary, out)  # summary.json / summary.txt beside the report
     figures = {"seeds": _seed_points(summary), **{f"buckets_{k}": _bucket_bars(summary, k) for k in summary["buckets"]}}
     if summary["order"]:
         figures["order_positions"] = _position_curve(summary)

@@ -20,7 +20,7 @@ from recbole.data.dataset import SequentialDataset
 from recbole_delrec.data.titles import TitleTokens
 
 
-def log_losses(config: Config, dataset) -> None:
+def log_losses(dataset) -> None:
     """One log line per loss recorded on ``dataset`` (``dataset.losses``, if it keeps any)."""
     logger = getLogger()
     for line in getattr(dataset, "losses", []):

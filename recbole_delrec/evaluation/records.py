@@ -35,8 +35,6 @@ from recbole_delrec.evaluation.scoring import Scored, user_rows
 from recbole_delrec.runs.artifacts import atomic_write, save_json
 from recbole_delrec.runs.folder import RunDirectory
 
-FIXED_COLUMNS = ("user", "n_train", "n_shown", "target", "target_train_count", "candidates")
-
 
 def training_counts(train: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Interactions per user and per item in the training split (index: internal id).

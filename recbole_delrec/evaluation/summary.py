@@ -66,11 +66,16 @@ def summarise(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> 
         "timings": _timings(paths, models),
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        save_json(summary, out / "summary.json")
-        text = summary_table(summary)
-        atomic_write(out / "summary.txt", lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+        save_summary(summary, out_dir)
     return summary
+
+
+def save_summary(summary: dict[str, Any], out_dir: str | Path) -> None:
+    """``summary.json`` and ``summary.txt`` (the printed table) in ``out_dir``, atomically."""
+    out = Path(out_dir)
+    save_json(summary, out / "summary.json")
+    text = summary_table(summary)
+    atomic_write(out / "summary.txt", lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
 
 def _evidence_options(run_dir: Path) -> dict[str, Any]:

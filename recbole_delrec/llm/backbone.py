@@ -80,7 +80,8 @@ def _dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def _looks_local(llm_path: str) -> bool:
+def looks_local(llm_path: str) -> bool:
+    """A path on this machine rather than a hub id: the one rule for loading and cache keys."""
     return llm_path.startswith((".", "/", "~")) or Path(llm_path).exists()
 
 
@@ -96,7 +97,7 @@ def check_llm_path(llm_path: str | None) -> None:
     if not llm_path:
         return
     llm_path = str(llm_path)
-    if _looks_local(llm_path):
+    if looks_local(llm_path):
         _check_local_llm(llm_path, Path(llm_path).expanduser())
         return
     try:
@@ -146,14 +147,14 @@ def _offline() -> bool:
 
 
 def _pretrained_backbone(llm_path: str, dtype: torch.dtype) -> Backbone:
-    looks_local = _looks_local(llm_path)
+    local = looks_local(llm_path)
     path = Path(llm_path).expanduser()
-    if looks_local:
+    if local:
         _check_local_llm(llm_path, path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if looks_local else llm_path)
+        tokenizer = AutoTokenizer.from_pretrained(str(path) if local else llm_path)
         model = T5ForConditionalGeneration.from_pretrained(
-            str(path) if looks_local else llm_path, dtype=dtype
+            str(path) if local else llm_path, dtype=dtype
         )
     except OSError as err:
         raise OSError(

@@ -31,7 +31,7 @@ import torch
 from filelock import FileLock
 
 from recbole_delrec import distributed
-from recbole_delrec.llm.backbone import SCRATCH
+from recbole_delrec.llm.backbone import SCRATCH, looks_local
 from recbole_delrec.runs.artifacts import fingerprint
 
 T = TypeVar("T")
@@ -47,14 +47,9 @@ def file_safe(name: str) -> str:
     run of other characters that are not portable in file names becomes ``-``.
     """
     text = str(name)
-    if _is_local(text):
+    if looks_local(text):
         text = Path(text).expanduser().resolve().name
     return _UNSAFE.sub("-", text.strip("/").replace("/", "--")) or "-"
-
-
-def _is_local(llm_path: str) -> bool:
-    """A path on this machine rather than a hub id (the rule the LLM loader applies too)."""
-    return llm_path.startswith((".", "/", "~")) or Path(llm_path).exists()
 
 
 def llm_identity(llm_path: str | None, dtype: str) -> dict[str, Any]:
@@ -67,7 +62,7 @@ def llm_identity(llm_path: str | None, dtype: str) -> dict[str, Any]:
     if not llm_path:
         return {"llm": SCRATCH, "dtype": dtype}
     path = str(llm_path)
-    if not _is_local(path):
+    if not looks_local(path):
         return {"llm": path, "dtype": dtype}
     folder = Path(path).expanduser().resolve()
     files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []

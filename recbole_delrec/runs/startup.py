@@ -53,7 +53,7 @@ def prepare_data(config: Config) -> tuple[Any, Any, Any]:
     checks.check_config(config)
     dataset = create_dataset(config)
     logger.info(dataset)
-    losses.log_losses(config, dataset)
+    losses.log_losses(dataset)
     checks.check_dataset(config, dataset)
     return data_preparation(config, dataset)
 
