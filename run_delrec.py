@@ -106,7 +106,8 @@ def report(run_dirs: list[str], out_dir) -> None:
 
 def tune(args: argparse.Namespace, files, rest) -> None:
     """A sweep: the remaining ``--key=value`` become ``config_dict`` (no Config reads sys.argv)."""
-    from recbole_delrec.tune import external_values, run_sweep
+    from recbole_delrec.config import external_values
+    from recbole_delrec.tune import run_sweep
 
     run_sweep(
         model=args.model, dataset=args.dataset, space_file=args.tune, samples=args.samples,

@@ -70,7 +70,7 @@ def seeded(full_summary: Path, variants: list[str], command: str, extra: list[st
     """Each variant on the seeds of a finished evidence run (``full``), DELRec against the full
     DELRec on the same seeds, users paired; records ``ml100k.ablation_seeds.*``.  ``extra``
     ``--key=value`` settings go to every variant: give the ones the evidence run was made with."""
-    from recbole_delrec.evaluation.seeds import run_seeds
+    from recbole_delrec.delrec.quick_start import run_seeds
     from recbole_delrec.evaluation.summary import compare_runs
 
     full = json.loads((full_summary / "summary.json").read_text())

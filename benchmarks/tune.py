@@ -28,7 +28,8 @@ def main() -> None:
     args, rest = parser.parse_known_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     from recbole_delrec.runs.artifacts import save_json
-    from recbole_delrec.tune import external_values, run_sweep
+    from recbole_delrec.config import external_values
+    from recbole_delrec.tune import run_sweep
 
     start = time.time()
     table = run_sweep(model="DELRec", dataset="ml-100k", space_file=HERE / "sweep.hyper", samples=args.samples,

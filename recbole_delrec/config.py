@@ -1,30 +1,36 @@
-"""Building RecBole ``Config`` objects inside the plugin, away from the command line.
+"""Building RecBole ``Config`` objects inside the plugin, and reading what RecBole would read.
 
 RecBole's ``Config`` always parses ``sys.argv``.  A config that the plugin builds for
 another purpose (the teacher's, a Ray trial's) must not inherit DELRec's command-line
 overrides or a Ray worker's flags, so it is built with the command line hidden and every
-value passed explicitly.
+value passed explicitly.  :func:`external_values` reads YAML files, ``config_dict`` and
+``--key=value`` arguments the way RecBole does, so those values can be passed on explicitly.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from recbole.config import Config
 
 
 @contextmanager
-def hidden_command_line() -> Iterator[None]:
-    """Let RecBole's ``Config`` see no command-line arguments for the duration."""
+def command_line(argv: Sequence[str]) -> Iterator[None]:
+    """Let RecBole's ``Config`` see ``argv`` as the command-line arguments for the duration."""
     saved = sys.argv
-    sys.argv = saved[:1]
+    sys.argv = saved[:1] + list(argv)
     try:
         yield
     finally:
         sys.argv = saved
+
+
+def hidden_command_line() -> AbstractContextManager[None]:
+    """Let RecBole's ``Config`` see no command-line arguments for the duration."""
+    return command_line(())
 
 
 def isolated_config(
@@ -33,3 +39,20 @@ def isolated_config(
     """A RecBole ``Config`` from explicit values only (no command-line arguments)."""
     with hidden_command_line():
         return Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(config_dict))
+
+
+def external_values(config_file_list: Sequence[str] | None = None, config_dict: Mapping[str, Any] | None = None,
+                    argv: Sequence[str] = ()) -> dict[str, Any]:
+    """What RecBole reads from YAML files, ``config_dict`` and ``--key=value`` args, merged.
+
+    Uses RecBole's own readers (its YAML loader, its string conversion), in its order, so a
+    run given these values explicitly (a seed, a sweep trial) sees exactly what a single
+    ``run_delrec`` would see.
+    """
+    reader = Config.__new__(Config)
+    reader.yaml_loader = reader._build_yaml_loader()
+    values = reader._load_config_files(list(config_file_list or []))
+    values.update(reader._load_variable_config_dict(dict(config_dict or {})))
+    with command_line(argv):
+        values.update(reader._load_cmd_line())
+    return values

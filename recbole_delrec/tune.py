@@ -25,7 +25,6 @@ import ast
 import json
 import math
 import os
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from logging import getLogger
@@ -39,7 +38,8 @@ from recbole.config import Config
 from recbole.utils import get_local_time
 
 from recbole_delrec.compat import plain
-from recbole_delrec.config import hidden_command_line, isolated_config
+from recbole_delrec.config import external_values, hidden_command_line, isolated_config
+from recbole_delrec.delrec.quick_start import run_delrec
 from recbole_delrec.registry import register
 from recbole_delrec.runs.startup import build, prepare_data
 
@@ -153,26 +153,6 @@ def whole_numbers(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in params.items()}
 
 
-def external_values(config_file_list: Sequence[str] | None = None, config_dict: Mapping[str, Any] | None = None,
-                    argv: Sequence[str] = ()) -> dict[str, Any]:
-    """What RecBole reads from YAML files, ``config_dict`` and ``--key=value`` args, merged.
-
-    Uses RecBole's own readers (its YAML loader, its string conversion), in its order, so a
-    sweep's trials see exactly the values a single ``run_delrec`` would see.
-    """
-    reader = Config.__new__(Config)
-    reader.yaml_loader = reader._build_yaml_loader()
-    values = reader._load_config_files(list(config_file_list or []))
-    values.update(reader._load_variable_config_dict(dict(config_dict or {})))
-    saved = sys.argv
-    sys.argv = saved[:1] + list(argv)
-    try:
-        values.update(reader._load_cmd_line())
-    finally:
-        sys.argv = saved
-    return values
-
-
 def _model_and_dataset(values: Mapping[str, Any], config_file_list: Sequence[str] | None) -> tuple[str, str]:
     """Model and data set named in ``config_dict`` or the files, as RecBole looks them up."""
     merged = {**external_values(config_file_list), **values}
@@ -187,8 +167,6 @@ def objective_function(config_dict: dict[str, Any] | None = None, config_file_li
     Runs :func:`~recbole_delrec.delrec.quick_start.run_delrec` with the command line hidden (the
     tuning script's own flags are no configuration) and returns RecBole's result dict.
     """
-    from recbole_delrec.delrec.quick_start import run_delrec
-
     values = whole_numbers(dict(config_dict or {}))
     model, dataset = _model_and_dataset(values, config_file_list)
     with hidden_command_line():

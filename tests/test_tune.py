@@ -14,8 +14,8 @@ import pytest
 import yaml
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Quantized
 
-from recbole_delrec.config import hidden_command_line
-from recbole_delrec.tune import ACCEPTED_FORMS, external_values, parse_search_space
+from recbole_delrec.config import external_values, hidden_command_line
+from recbole_delrec.tune import ACCEPTED_FORMS, parse_search_space
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,26 +15,28 @@ from __future__ import annotations
 import sys
 import time
 from logging import getLogger
+from pathlib import Path
 from typing import Any
 
 from recbole.config import Config
-from recbole.utils import set_color
+from recbole.utils import get_local_time, set_color
 
 from recbole_delrec.data.candidates import candidates_per_prompt
 from recbole_delrec import distributed
+from recbole_delrec.config import external_values, hidden_command_line, isolated_config
 from recbole_delrec.delrec.explain import explain as explain_user
 from recbole_delrec.evaluation.baselines import baseline_key, baseline_names, load_or_train_baseline
 from recbole_delrec.evaluation.cost import COST_FORMATS, cost_columns, model_cost
 from recbole_delrec.evaluation.records import build_records, prompt_history_lengths, save_records
 from recbole_delrec.evaluation.scoring import Scored
-from recbole_delrec.evaluation.seeds import run_seeds, seeds_of
+from recbole_delrec.evaluation.seeds import seeds_of
+from recbole_delrec.evaluation.summary import summarise, summary_table
 from recbole_delrec.registry import register
 from recbole_delrec.runs.artifacts import save_json
 from recbole_delrec.runs.folder import RunDirectory
 from recbole_delrec.runs.startup import Started, build
 from recbole_delrec.runs.tables import side_by_side
 from recbole_delrec.teacher import teacher_class, teacher_config
-from recbole_delrec.tune import external_values
 
 
 def run_delrec(
@@ -55,7 +57,7 @@ def run_delrec(
     """Train (or ``load``/``resume``) and test DELRec, and test the teacher on the same candidates.
 
     A ``seeds`` setting (a count or a list) runs the whole pipeline once per seed instead and
-    returns :func:`~recbole_delrec.evaluation.seeds.run_seeds`' summary (``run_dirs``,
+    returns :func:`run_seeds`' summary (``run_dirs``,
     ``summary_dir``, ``metrics``, ...).
 
     ``nproc``/``world_size``/``ip``/``port``/``group_offset`` are RecBole's distributed options
@@ -133,6 +135,31 @@ def run_delrec(
         result["explanation"] = explain_user(rec_model, test_data, str(explain), sets).render(rec_model.item_text.titles)
         logger.info("\n" + result["explanation"])
     return result
+
+
+def run_seeds(seeds: list[int], model: str = "DELRec", dataset: str = "ml-100k",
+              config_file_list: list[str] | None = None, config_dict: dict[str, Any] | None = None,
+              argv: list[str] | None = None) -> dict[str, Any]:
+    """:func:`run_delrec` once per seed, then :func:`summarise` into ``<checkpoint_dir>/evidence-<dataset>-<time>``.
+
+    Each seed is a complete run with ``seed`` set, so each writes its own run folder, and the
+    teacher and stage-1 caches, keyed by the seed among their settings, are reused by a second
+    invocation.  ``argv`` (default: the command line) holds ``--key=value`` overrides for every
+    seed; ``--seed`` itself is replaced by each seed.
+    """
+    values = external_values(config_file_list, config_dict, argv=sys.argv[1:] if argv is None else argv)
+    values.pop("seeds", None)
+    run_dirs = []
+    for seed in seeds:
+        getLogger().info(f"seed {seed} ({len(run_dirs) + 1} of {len(seeds)})")
+        with hidden_command_line():  # every value is in config_dict; the seed must win
+            result = run_delrec(model=model, dataset=dataset, config_dict={**values, "seed": seed})
+        run_dirs.append(result["run_dir"])
+    checkpoint_dir = isolated_config(model, dataset, values)["checkpoint_dir"]
+    out = Path(checkpoint_dir) / f"evidence-{dataset}-{get_local_time()}"
+    summary = summarise(run_dirs, out)
+    getLogger().info("\n" + summary_table(summary) + f"\nsummary: {out / 'summary.json'}")
+    return {**summary, "summary_dir": str(out)}
 
 
 def _spawn(nproc: int, config_dict: dict[str, Any], run_kwargs: dict[str, Any]) -> dict[str, Any] | None:
