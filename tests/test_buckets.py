@@ -6,7 +6,7 @@ import pytest
 
 from recbole_delrec.evaluation.buckets import activity_buckets, bucket_table, check_edges, popularity_buckets
 from recbole_delrec.evaluation.stats import holm
-from recbole_delrec.evaluation.summary import compare_runs, evidence_records, summarise, summary_table
+from recbole_delrec.evaluation.summary import compare_runs, evidence_records, load_runs, summarise, summary_table
 from tests.synthetic_runs import write_run
 
 
@@ -59,6 +59,21 @@ def test_bucket_table_counts_and_intervals():
     assert rows[1]["models"]["teacher"]["hit@1"]["mean"] == 0.5
     across = bucket_table([frame, frame], buckets, ["delrec"], ["hit@1"])
     assert across[1]["models"]["delrec"]["hit@1"]["interval"] == "Student t across seeds"
+
+
+@pytest.mark.parametrize("seeds", [(1,), (1, 2, 3)])
+def test_a_bucket_of_every_user_has_the_summarys_interval(tmp_path, seeds):
+    """Buckets and the summary compute their intervals alike: one bucket that holds every user
+    gets the summary's mean and interval, with one seed (bootstrap) and with several (t)."""
+    runs = [write_run(tmp_path / f"run{s}", seed=s, delrec_gain=2) for s in seeds]
+    summary = summarise(runs)
+    frames = load_runs(runs)[0]
+    everyone = activity_buckets(frames[0]["n_train"].to_numpy(), [10**6])
+    row = bucket_table(frames, everyone, ["delrec"], ["ndcg@5"], seed=seeds[0])[0]
+    assert row["users"] == summary["users"]
+    whole = summary["metrics"]["delrec"]["ndcg@5"]
+    assert {k: row["models"]["delrec"]["ndcg@5"][k] for k in ("mean", "low", "high", "interval")} == \
+        {k: whole[k] for k in ("mean", "low", "high", "interval")}
 
 
 def test_summary_over_seeds_partitions_users_and_finds_a_planted_gain(tmp_path):

@@ -5,7 +5,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from recbole_delrec.evaluation.outcomes import distinct_metrics, outcome, parse_metric
-from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci, holm, paired_test, sign_test, wilcoxon_test
+from recbole_delrec.evaluation.stats import (across_seeds, bootstrap_ci, holm, interval, paired_test, sign_test,
+                                             wilcoxon_test)
 
 
 def test_outcomes_from_ranks():
@@ -35,6 +36,17 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
     assert low < values.mean() < high
     half = 1.96 * values.std(ddof=1) / np.sqrt(values.size)  # the normal approximation
     assert (high - low) / 2 == pytest.approx(half, rel=0.15)
+
+
+def test_one_interval_rule_bootstrap_for_one_seed_t_for_several():
+    users = [np.random.default_rng(s).random(300) for s in range(3)]
+    one = interval(users[:1], seed=5)
+    assert (one["low"], one["high"]) == bootstrap_ci(users[0], seed=5) and one["interval"] == "bootstrap over users"
+    assert one["ci95"] == pytest.approx((one["high"] - one["low"]) / 2)
+    several = interval(users, seed=5)
+    t = across_seeds([u.mean() for u in users])
+    assert several["interval"] == "Student t across seeds" and several["ci95"] == t.ci95
+    assert (several["low"], several["high"]) == (t.mean - t.ci95, t.mean + t.ci95)
 
 
 @pytest.mark.parametrize("metric", ["hit@1", "ndcg@5"])

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_delrec.evaluation.outcomes import outcome
-from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci
+from recbole_delrec.evaluation.stats import interval
 
 POPULARITY = ("item_tail", "item_torso", "item_head")
 
@@ -112,8 +112,8 @@ def bucket_table(frames: list[pd.DataFrame], buckets: Buckets, models: list[str]
                  seed: int = 0) -> list[dict]:
     """Per bucket: its users and every model's metrics with a 95% interval.
 
-    One seed: bootstrap over the bucket's users.  Several seeds: Student t over the seeds'
-    bucket means.  ``frames`` hold the same users in the same row order as ``buckets.labels``.
+    The interval is the summary's (:func:`~recbole_delrec.evaluation.stats.interval`) over the
+    bucket's users.  ``frames`` hold the same users in the same row order as ``buckets.labels``.
     """
     rows = []
     for name in buckets.names:
@@ -121,20 +121,15 @@ def bucket_table(frames: list[pd.DataFrame], buckets: Buckets, models: list[str]
         row = {"name": name, "range": buckets.ranges[name], "users": int(members.sum()), "models": {}}
         for model in models:
             row["models"][model] = {
-                metric: _interval([outcome(f[f"rank.{model}"].to_numpy()[members], metric) for f in frames], seed)
+                metric: _bucket_interval([outcome(f[f"rank.{model}"].to_numpy()[members], metric) for f in frames], seed)
                 for metric in metrics
             }
         rows.append(row)
     return rows
 
 
-def _interval(per_seed: list[np.ndarray], seed: int) -> dict:
-    """Mean and 95% interval of a bucket's metric (None when the bucket is empty)."""
+def _bucket_interval(per_seed: list[np.ndarray], seed: int) -> dict:
+    """:func:`interval` of a bucket's metric, or None figures when the bucket is empty."""
     if per_seed[0].size == 0:
         return {"mean": None, "low": None, "high": None, "interval": "empty bucket"}
-    if len(per_seed) == 1:
-        low, high = bootstrap_ci(per_seed[0], seed)
-        return {"mean": float(per_seed[0].mean()), "low": low, "high": high, "interval": "bootstrap over users"}
-    spread = across_seeds([v.mean() for v in per_seed])
-    return {"mean": spread.mean, "low": spread.mean - spread.ci95, "high": spread.mean + spread.ci95,
-            "interval": "Student t across seeds"}
+    return interval(per_seed, seed)

@@ -3,6 +3,7 @@
 * Across seeds: mean, sample standard deviation and a 95% Student-t interval of the mean
   (few seeds, unknown variance: t, not normal).
 * Over users (one seed): a seeded percentile bootstrap of the mean, resampling users.
+  :func:`interval` picks between the two for every summary figure and every bucket.
 * DELRec against another model, users paired (both ranked the same users' targets):
   graded metrics (NDCG, MRR) by the Wilcoxon signed-rank test on per-user differences (no
   normality assumed; many users tie at 0 and it drops them, as Wilcoxon's method does);
@@ -61,6 +62,22 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> tu
     means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
+
+
+def interval(per_seed: Sequence[np.ndarray], seed: int = 0) -> dict:
+    """Mean and 95% interval of one metric from its per-user outcomes, one array per seed.
+
+    Several seeds: Student t over the seeds' means (the seed is the unit that varies).  One
+    seed: a bootstrap over its users (no spread across seeds to measure).  ``ci95`` is the
+    half-width either way, so tables print one ``mean ± ci95`` form.
+    """
+    spread = across_seeds([float(v.mean()) for v in per_seed])
+    if spread.n == 1:
+        low, high = bootstrap_ci(per_seed[0], seed)
+        return {**spread.as_dict(), "ci95": (high - low) / 2, "low": low, "high": high,
+                "interval": "bootstrap over users"}
+    return {**spread.as_dict(), "low": spread.mean - spread.ci95, "high": spread.mean + spread.ci95,
+            "interval": "Student t across seeds"}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from tabulate import tabulate
 from recbole_delrec.evaluation.buckets import bucket_table, user_buckets
 from recbole_delrec.evaluation.outcomes import distinct_metrics, metric_names, model_keys, outcome, parse_metric
 from recbole_delrec.evaluation.records import load_records
-from recbole_delrec.evaluation.stats import across_seeds, bootstrap_ci, holm, paired_test
+from recbole_delrec.evaluation.stats import holm, interval, paired_test
 from recbole_delrec.runs.artifacts import atomic_write, save_json
 
 ORDER_FILE = "order.json"
@@ -88,14 +88,7 @@ def _evidence_options(run_dir: Path) -> dict[str, Any]:
 def _model_metric(frames: list[pd.DataFrame], model: str, metric: str, seed: int) -> dict[str, Any]:
     """Mean, std, 95% interval and per-seed values of one model's metric."""
     per_user = [outcome(f[f"rank.{model}"].to_numpy(), metric) for f in frames]
-    spread = across_seeds([v.mean() for v in per_user]).as_dict()
-    if len(frames) == 1:
-        low, high = bootstrap_ci(per_user[0], seed)
-        spread.update(ci95=(high - low) / 2, low=low, high=high, interval="bootstrap over users")
-    else:
-        spread.update(low=spread["mean"] - spread["ci95"], high=spread["mean"] + spread["ci95"],
-                      interval="Student t across seeds")
-    return {**spread, "per_seed": [float(v.mean()) for v in per_user]}
+    return {**interval(per_user, seed), "per_seed": [float(v.mean()) for v in per_user]}
 
 
 def _tests(frames: list[pd.DataFrame], models: list[str], metrics: list[str]) -> dict[str, dict]:
