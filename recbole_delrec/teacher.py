@@ -63,13 +63,19 @@ def teacher_config(config: Config, model_name: str | None = None, settings: Mapp
     """
     name = model_name or config["teacher_model"]
     teacher_class(name)
+    return isolated_config(name, config["dataset"], teacher_values(config, settings))
+
+
+def teacher_values(config: Config, settings: Mapping | None = None) -> dict:
+    """The explicit values of :func:`teacher_config`: every value of its RecBole config that is
+    not RecBole's own default for the model."""
     values = {k: config[k] for k in GENERAL_KEYS}
     values.update({k: config[k] for k in config.parameters["Dataset"] if k in config})
     values["data_path"] = os.path.dirname(os.path.normpath(config["data_path"]))
     values["eval_args"] = {**config["eval_args"], "mode": "full"}
     values.update(TEACHER_DEFAULTS)
     values.update((config["teacher_config"] if settings is None else settings) or {})
-    return isolated_config(name, config["dataset"], values)
+    return values
 
 
 def teacher_file(config: Config, tconfig: Config, dataset) -> Path:
@@ -80,12 +86,16 @@ def teacher_file(config: Config, tconfig: Config, dataset) -> Path:
     return artifact_path(config["checkpoint_dir"], "teacher", (config["dataset"], tconfig["model"]), key)
 
 
-def teacher_identity(config: Config, dataset) -> dict:
-    """The teacher an artefact is distilled from, for that artefact's key: its cache file's
-    name (its whole config and the split) and, when loaded from one, the ``teacher_checkpoint``
-    file (the same weights under other settings are another teacher)."""
+def teacher_identity(config: Config) -> dict:
+    """The teacher an artefact is distilled from, for that artefact's key, read from DELRec's
+    config alone: the model, the data set and the explicit values of its config (RecBole's
+    defaults for the model fill in the rest), less what does not shape it; and, when loaded
+    from one, the ``teacher_checkpoint`` file (the same weights under other settings are
+    another teacher).  The training split is not here: the teacher trains on the artefact's
+    own split, which the artefact's key holds."""
     checkpoint = config["teacher_checkpoint"]
-    return {"key": teacher_file(config, teacher_config(config), dataset).name,
+    values = {k: v for k, v in teacher_values(config).items() if k not in NOT_SHAPING}
+    return {"model": config["teacher_model"], "dataset": config["dataset"], "values": values,
             "checkpoint": file_identity(checkpoint) if checkpoint else None}
 
 

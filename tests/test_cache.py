@@ -196,6 +196,18 @@ def test_teacher_and_baseline_keys_differ_by_model(tiny_data):
     assert teacher_file(changed(config, seed=8), teacher_config(changed(config, seed=8)), dataset) != teacher
 
 
+def test_the_teacher_identity_is_read_from_the_config_alone(tiny_data):
+    """No second RecBole Config and no data: the teacher's settings, model and data set make
+    it (the split is in every artefact's own key); where files go and progress bars do not."""
+    config = tiny_data[0]
+    identity = teacher_identity(config)
+    assert identity["model"] == "SASRec" and identity["values"]["eval_args"]["mode"] == "full"
+    assert teacher_identity(changed(config, checkpoint_dir="elsewhere", show_progress=True)) == identity
+    assert teacher_identity(changed(config, teacher_config={**config["teacher_config"], "epochs": 2})) != identity
+    assert teacher_identity(changed(config, MAX_ITEM_LIST_LENGTH=7)) != identity  # a data setting
+    assert teacher_identity(changed(config, teacher_model="GRU4Rec"))["model"] == "GRU4Rec"
+
+
 def test_soft_prompt_file_keeps_its_name_shape(tiny_data):
     config, train, _, _ = tiny_data
     meta = soft_prompt_meta(config, train._dataset, "google/flan-t5-xl")
@@ -204,14 +216,14 @@ def test_soft_prompt_file_keeps_its_name_shape(tiny_data):
 
 
 # ---------------------------------------------------------------- the declarations are complete
-# A stage's key holds its declared settings and the teacher's identity, which hashes the whole
-# config the teacher is built from.  So the stage's own code must read declared settings only,
-# and what it reads to identify the teacher is in the key through that hash, or is one of the
-# run settings the teacher declares as not shaping it (``teacher.NOT_SHAPING``).
-def teacher_reads(config: Config, dataset, *also) -> set[str]:
+# A stage's key holds its declared settings and the teacher's identity, which holds every
+# explicit value the teacher's config is built from.  So the stage's own code must read declared
+# settings only, and what it reads to identify the teacher is in the key through that identity,
+# or is one of the run settings the teacher declares as not shaping it (``teacher.NOT_SHAPING``).
+def teacher_reads(config: Config, *also) -> set[str]:
     """Keys read to identify (or get) the teacher: the teacher's key holds or declares them."""
     view = RecordingConfig(config)
-    teacher_identity(view, dataset)
+    teacher_identity(view)
     for step in also:
         step(view)
     return view.read
@@ -248,7 +260,7 @@ def test_every_setting_stage1_reads_is_declared(tiny_data, stage1_view, tmp_path
     whole = RecordingConfig(stage1_view)  # the artefact step around it: key, load or distil, save
     result = prepare_soft_prompt(model, whole, dataset, "all", writes=True)
     assert "fidelity_distilled" in result and list(tmp_path.glob("soft-prompt-ml-100k-SASRec-scratch-t5-*.pth"))
-    assert_declared(whole.read - declared - teacher_reads(stage1_view, dataset))
+    assert_declared(whole.read - declared - teacher_reads(stage1_view))
 
 
 TSL_KEYS = {"n_groups": 4, "kmeans_iterations": 20, "sft_epochs": 1, "sft_batch_size": 16, "sft_learning_rate": 0.001,
@@ -270,7 +282,7 @@ def test_every_setting_the_knowledge_step_reads_is_declared(saved_dir):
     def get_teacher(teacher_view: Config) -> None:
         load_or_train_teacher(teacher_view, train, valid)
 
-    assert_declared(view.read - declared - teacher_reads(config, train._dataset, get_teacher))
+    assert_declared(view.read - declared - teacher_reads(config, get_teacher))
 
 
 def test_knowledge_key_holds_template_text_dtype_and_seed(tiny_data, tmp_path):

@@ -73,9 +73,9 @@ class TSLRecTrainer(Trainer):
             init_seed(config["seed"], config["reproducibility"])
             self.model.attach_groups(groups)
             return
-        path = knowledge_file(config, dataset)
-        knowledge = load_or_make(path, lambda p: self._load_knowledge(p, dataset.item_num),
-                                 lambda p: self._make_and_save_knowledge(p, train_data, valid_data))
+        meta = knowledge_meta(config, dataset)
+        knowledge = load_or_make(knowledge_file(config, meta), lambda p: self._load_knowledge(p, dataset.item_num),
+                                 lambda p: self._make_and_save_knowledge(p, meta, train_data, valid_data))
         init_seed(config["seed"], config["reproducibility"])
         self.model.attach_knowledge(knowledge["embeddings"])
 
@@ -85,10 +85,10 @@ class TSLRecTrainer(Trainer):
         self.logger.info(set_color("TSLRec", "green") + f": reusing knowledge-enhanced embeddings {path}")
         return knowledge
 
-    def _make_and_save_knowledge(self, path: Path, train_data, valid_data) -> dict[str, Any]:
+    def _make_and_save_knowledge(self, path: Path, meta: dict[str, Any], train_data, valid_data) -> dict[str, Any]:
         if self.config["knowledge_path"]:
             raise FileNotFoundError(f"knowledge_path '{path}' does not exist.")
-        knowledge = self._make_knowledge(train_data, valid_data)
+        knowledge = {**self._make_knowledge(train_data, valid_data), "meta": meta}
         save_tensors(knowledge, path)
         self.knowledge_info = {"path": str(path), "reused": False, **knowledge["sft"]}
         self.logger.info(set_color("TSLRec", "green") + f": saved knowledge-enhanced embeddings {path}")
@@ -134,12 +134,10 @@ class TSLRecTrainer(Trainer):
         embeddings, distributions = augment(llm, dataset.item_num, config["augment_batch_size"])
         self.timings["augment_seconds"] = time.time() - start
         self.llm_calls = dict(llm.calls)
-        meta = knowledge_meta(config, dataset)
         return {
             "embeddings": embeddings,
             "distributions": distributions,
             "groups": groups,
-            "meta": meta,
             "sft": {**sft, "llm_calls": dict(llm.calls), "n_users": len(users)},
         }
 
@@ -147,18 +145,18 @@ class TSLRecTrainer(Trainer):
 def knowledge_meta(config, dataset) -> dict[str, Any]:
     """What a knowledge artefact belongs to: its file's label and its key (the teacher it
     groups with, the template, the LLM, the training split and the ``SHAPING`` settings)."""
-    values = {**{k: config[k] for k in SHAPING}, "teacher": teacher_identity(config, dataset)}
+    values = {**{k: config[k] for k in SHAPING}, "teacher": teacher_identity(config)}
     key = artifact_key("tslrec-knowledge", values, split_fingerprint(dataset), {"tslrec": tslrec_template(config)},
                        llm_identity(config["llm_path"], config["llm_dtype"]))
     return {"dataset": config["dataset"], "teacher": config["teacher_model"],
             "llm": str(config["llm_path"] or SCRATCH), "n_items": dataset.item_num, "key": key}
 
 
-def knowledge_file(config, dataset) -> Path:
-    """``knowledge_path``, or the artefact named for data set, teacher, LLM and key."""
+def knowledge_file(config, meta: dict[str, Any]) -> Path:
+    """``knowledge_path``, or the artefact named for data set, teacher, LLM and key (``meta``:
+    :func:`knowledge_meta`)."""
     if config["knowledge_path"]:
         return Path(config["knowledge_path"])
-    meta = knowledge_meta(config, dataset)
     return artifact_path(config["checkpoint_dir"], "tslrec-knowledge", (meta["dataset"], meta["teacher"], meta["llm"]),
                          meta["key"])
 

@@ -66,7 +66,7 @@ def soft_prompt_meta(config, dataset, llm_source: str) -> dict:
     """What a soft prompt belongs to: its file's label and key, checked again whenever it is loaded."""
     templates = {task: load_template(task, config["domain"], config["prompt_template_dir"]) for task in TEMPLATES}
     values = {**{k: config[k] for k in SHAPING}, "n_candidates": candidates_per_prompt(config),
-              "teacher": teacher_identity(config, dataset)}
+              "teacher": teacher_identity(config)}
     key = artifact_key("soft-prompt", values, split_fingerprint(dataset), templates,
                        llm_identity(config["llm_path"], config["llm_dtype"]))
     return {"dataset": config["dataset"], "teacher": config["teacher_model"], "llm": llm_source,
