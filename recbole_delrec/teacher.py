@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tempfile
 from collections.abc import Mapping
 from logging import getLogger
 from pathlib import Path
@@ -157,14 +158,21 @@ def teacher_rank(
 
 
 def _train(model: SequentialRecommender, tconfig: Config, train_data, valid_data) -> None:
-    """RecBole's own Trainer on the training split, early stopping on validation."""
+    """RecBole's own Trainer on the training split, early stopping on validation.
+
+    RecBole saves the best epoch as ``<model>-<time>.pth`` in ``checkpoint_dir``; here that
+    file goes to a temporary folder, removed once its weights are back in the model, so
+    ``checkpoint_dir`` holds the cached teacher only (written by the caller).
+    """
     logger = getLogger()
     logger.info(set_color("Teacher", "green") + f": training {tconfig['model']} on the training split")
     train = TrainDataLoader(tconfig, train_data._dataset, None, shuffle=True)
     valid = FullSortEvalDataLoader(tconfig, valid_data._dataset, None, shuffle=False)
     trainer = get_trainer(tconfig["MODEL_TYPE"], tconfig["model"])(tconfig, model)
-    trainer.fit(train, valid, saved=True, show_progress=tconfig["show_progress"])
-    checkpoint = torch.load(trainer.saved_model_file, map_location=tconfig["device"], weights_only=True)
+    with tempfile.TemporaryDirectory(prefix="recbole-delrec-teacher-") as folder:
+        trainer.saved_model_file = os.path.join(folder, os.path.basename(trainer.saved_model_file))
+        trainer.fit(train, valid, saved=True, show_progress=tconfig["show_progress"])
+        checkpoint = torch.load(trainer.saved_model_file, map_location=tconfig["device"], weights_only=True)
     model.load_state_dict(checkpoint["state_dict"])
 
 

@@ -158,6 +158,15 @@ def test_an_edited_item_file_changes_the_split_fingerprint(tmp_path):
 
 
 # ---------------------------------------------------------------- reuse
+def test_checkpoint_dir_holds_only_the_cached_teacher_after_training_one(tiny_data, tmp_path):
+    """RecBole's own ``SASRec-<time>.pth`` of the teacher's training is not left beside the cache."""
+    config, train, valid, _ = tiny_data
+    here = changed(config, checkpoint_dir=str(tmp_path / "saved"))
+    load_or_train_teacher(here, train, valid)
+    cached = teacher_file(here, teacher_config(here), train._dataset)
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == [cached.name, cached.name + ".lock"]
+
+
 def test_same_inputs_same_key_and_the_second_run_loads(tiny_data, tmp_path):
     config, train, valid, _ = tiny_data
     dataset = train._dataset
