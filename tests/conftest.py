@@ -27,7 +27,7 @@ TINY = {
     "use_gpu": False, "state": "WARNING", "show_progress": False, "seed": 7,
     "user_inter_num_interval": "[300,inf)",
     "epochs": 1, "eval_step": 1, "train_batch_size": 8, "train_prefixes_per_user": 1, "eval_batch_size": 400,
-    "teacher_config": TINY_TEACHER, "scratch_llm": TINY_LLM,
+    "teacher_config": TINY_TEACHER, "llm_path": "scratch", "scratch_llm": TINY_LLM,
     "n_soft_tokens": 4, "history_length": 4,
 }
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -10,7 +10,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from recbole_delrec import run_delrec
 from recbole_delrec.config import hidden_command_line, isolated_config
-from recbole_delrec.llm.backbone import train_tokenizer
+from recbole_delrec.llm.t5 import train_tokenizer
 from recbole_delrec.delrec.model import DELRec
 from tests.conftest import tiny_dict
 

@@ -5,8 +5,9 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from recbole_delrec.llm.backbone import load_backbone, train_tokenizer, use_fused_gelu
-from recbole_delrec.llm.scoring import CandidateScorer, PackedTitles, PromptBatch
+from recbole_delrec.llm.backbone import load_backbone, use_fused_gelu
+from recbole_delrec.llm.scoring import PromptBatch
+from recbole_delrec.llm.t5 import PackedTitles, Seq2SeqScorer, train_tokenizer
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.prompts import PromptIds
 
@@ -45,7 +46,7 @@ def test_soft_prompt_refuses_a_wrong_number_of_positions():
 @pytest.mark.parametrize("kernel", ["sdpa", "eager"])
 def test_batched_scoring_equals_scoring_each_candidate_alone(kernel):
     model = _tiny_t5(kernel)
-    scorer = CandidateScorer(TITLES, pad_id=0, eos_id=1)
+    scorer = Seq2SeqScorer(TITLES, pad_id=0, end_id=1)
     soft = SoftPrompt(2, 32)
     prompts = [PromptIds([3, 0, 0, 4, 20, 21, 1], 1), PromptIds([0, 0, 22, 1], 0)]
     batch = PromptBatch.collate(prompts, pad_id=0, n_soft=2)
@@ -65,7 +66,7 @@ def test_fused_gelu_scores_and_trains_like_gelu_new():
     prompts = [PromptIds([3, 0, 0, 4, 20, 21, 1], 1), PromptIds([0, 0, 22, 1], 0)]
     batch = PromptBatch.collate(prompts, pad_id=0, n_soft=2)
     candidates = torch.tensor([[1, 2, 3], [4, 2, 5]])
-    scorer = CandidateScorer(TITLES, pad_id=0, eos_id=1)
+    scorer = Seq2SeqScorer(TITLES, pad_id=0, end_id=1)
     results = []
     for fused in (False, True):
         model = _tiny_t5(activation="gated-gelu")
@@ -104,7 +105,7 @@ def test_packed_training_matches_plain_t5_on_repeated_prompts(checkpointing):
     """Loss and every gradient equal plain HF T5 run on C copies of each prompt."""
     prompts = [PromptIds([3, 0, 0, 4, 20, 21, 1], 1), PromptIds([0, 0, 22, 1], 0)]
     candidates = torch.tensor([[1, 2, 3], [4, 2, 0]])
-    scorer = CandidateScorer(TITLES, pad_id=0, eos_id=1)
+    scorer = Seq2SeqScorer(TITLES, pad_id=0, end_id=1)
     batch = PromptBatch.collate(prompts, pad_id=0, n_soft=2)
     packed_model, plain_model = _tiny_t5().train(), _tiny_t5().train()
     if checkpointing:
@@ -143,7 +144,7 @@ def _repeated_prompt_scores(model, soft, scorer, batch, candidates) -> torch.Ten
 
 
 def test_packing_puts_each_title_behind_its_start_token_and_nothing_else():
-    packed = PackedTitles.pack(CandidateScorer(TITLES, 0, 1).labels, torch.tensor([[1, 4], [0, 2]]), pad_id=0)
+    packed = PackedTitles.pack(Seq2SeqScorer(TITLES, 0, 1).labels, torch.tensor([[1, 4], [0, 2]]), pad_id=0)
     assert packed.labels.tolist() == [[6, 7, 8, 1, 15, 1], [5, 1, 9, 10, 1, -100]]
     assert packed.decoder_input_ids.tolist() == [[0, 6, 7, 8, 0, 15], [0, 5, 0, 9, 10, 0]]
     assert packed.candidate.tolist() == [[0, 0, 0, 0, 1, 1], [2, 2, 3, 3, 3, -1]]
@@ -158,8 +159,8 @@ def test_llm_path_loads_a_saved_t5_through_from_pretrained(tmp_path):
     saved = T5ForConditionalGeneration(config)
     saved.save_pretrained(tmp_path / "t5")
     tokenizer.save_pretrained(tmp_path / "t5")
-    backbone = load_backbone(str(tmp_path / "t5"), {}, [], "float32")
-    assert backbone.source == str(tmp_path / "t5")
+    backbone = load_backbone(_settings(str(tmp_path / "t5")), [])
+    assert backbone.source.location == str(tmp_path / "t5") and backbone.name == "t5"
     loaded = dict(backbone.model.named_parameters())
     for name, param in saved.named_parameters():
         assert torch.equal(loaded[name], param)
@@ -168,4 +169,9 @@ def test_llm_path_loads_a_saved_t5_through_from_pretrained(tmp_path):
 
 def test_missing_llm_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="llm_path"):
-        load_backbone(str(tmp_path / "no-such-model"), {}, [], "float32")
+        load_backbone(_settings(str(tmp_path / "no-such-model")), [])
+
+
+def _settings(llm_path: str) -> dict:
+    return {"llm_path": llm_path, "llm_gguf_file": None, "llm_dtype": "float32", "device": "cpu",
+            "scratch_llm": {}, "checkpoint_dir": None}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from recbole_delrec.llm.backbone import train_tokenizer
+from recbole_delrec.llm.t5 import train_tokenizer
 from recbole_delrec.prompts import PromptBuilder, domain_words, load_template
 
 TITLES = ["[PAD]"] + [f"Movie number {n} ({1990 + n})" for n in range(1, 40)]
@@ -19,7 +19,7 @@ def _builder(tokenizer, max_tokens=512, n_soft=5, task="lsr"):
     titles = [encode(t) for t in TITLES]
     static = {"teacher": "SASRec", **domain_words("movies")}
     return PromptBuilder(load_template(task, "movies"), static, encode, titles, n_soft, max_tokens,
-                         tokenizer.pad_token_id, tokenizer.eos_token_id), titles
+                         tokenizer.pad_token_id, [tokenizer.eos_token_id]), titles
 
 
 def test_templates_are_files_with_domain_wording():

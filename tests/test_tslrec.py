@@ -29,7 +29,7 @@ TINY_BACKBONE = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 
 TSL = {
     "train_batch_size": 2048, "eval_batch_size": 4096, "MAX_ITEM_LIST_LENGTH": 20,
     "n_groups": 4, "sft_epochs": 2, "sft_batch_size": 16, "sft_history_length": 10, "augment_batch_size": 512,
-    "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q", "v"]},
+    "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": None},
     "backbone_config": TINY_BACKBONE, "teacher_config": {**TINY_TEACHER, **TINY_BACKBONE},
 }
 METRICS = {"hit@5", "hit@10", "ndcg@5", "ndcg@10"}
@@ -105,7 +105,8 @@ def test_llm_runs_once_per_user_per_epoch_and_once_per_item(tiny_data):
     dataset = train._dataset
     init_seed(7, True)
     template = tslrec_template({"domain": config["domain"], "prompt_template_dir": None})
-    backbone = load_backbone(None, TINY_LLM, tokenizer_corpus(template, 4))
+    backbone = load_backbone({"llm_path": "scratch", "llm_gguf_file": None, "scratch_llm": TINY_LLM},
+                             tokenizer_corpus(template, 4))
     table = torch.randn(dataset.item_num, 8)
     llm = PreferenceLLM(backbone, table, 4, template, TSL["lora"])
     encoder = llm.encoder.get_base_model()

@@ -28,7 +28,7 @@ TINY = {
     "train_prefixes_per_user": 1,
     "teacher_config": {"epochs": 1, "train_batch_size": 2048, "hidden_size": 16, "inner_size": 32,
                        "n_layers": 1, "n_heads": 1},
-    "scratch_llm": {"vocab_size": 500, "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1,
+    "llm_path": "scratch", "scratch_llm": {"vocab_size": 500, "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1,
                     "num_decoder_layers": 1, "dropout_rate": 0.0, "feed_forward_proj": "gated-gelu"},
     "history_length": 3,
     "max_title_tokens": 2,

@@ -29,8 +29,9 @@ from recbole_delrec.data.candidates import CandidateSampler, CandidateSets, cand
 from recbole_delrec.data.losses import log_history_cuts, log_title_losses
 from recbole_delrec.evaluation.baselines import check_baselines
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
-from recbole_delrec.llm.backbone import SCRATCH, Backbone, check_llm_path, load_backbone, set_speed_options
-from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch
+from recbole_delrec.llm.backbone import Backbone, load_backbone, set_speed_options
+from recbole_delrec.llm.scoring import PromptBatch
+from recbole_delrec.llm.sources import SCRATCH, check_llm_path
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.data.prefixes import latest_prefix_rows
 from recbole_delrec.prompts import PromptBuilder, check_template, domain_words, load_template, template_path
@@ -59,15 +60,10 @@ class DELRec(SequentialRecommender):
         self.candidate_orders = config["candidate_orders"]
         self.item_text = ItemText.from_dataset(dataset, config["title_field"], config["title_year_field"])
         templates = {t: load_template(t, config["domain"], config["prompt_template_dir"]) for t in TASKS}
-        backbone = load_backbone(
-            config["llm_path"], config["scratch_llm"],
-            list(self.item_text.titles[1:]) + list(templates.values()), config["llm_dtype"],
-        )
-        self.tokenizer = backbone.tokenizer
-        self.llm_source = backbone.source
-        encoded = backbone.encode_all(self.item_text.titles)
-        prompt_titles = TitleTokens.cut(encoded, config["max_prompt_title_tokens"])
-        scored_titles = TitleTokens.cut(encoded, config["max_title_tokens"])
+        backbone = load_backbone(config, list(self.item_text.titles[1:]) + list(templates.values()))
+        self.tokenizer, self.llm_source, self.pad_id = backbone.tokenizer, backbone.name, backbone.pad_id
+        prompt_titles = TitleTokens.cut(backbone.prompt_titles(self.item_text.titles), config["max_prompt_title_tokens"])
+        scored_titles = TitleTokens.cut(backbone.answer_titles(self.item_text.titles), config["max_title_tokens"])
         log_title_losses(dataset.dataset_name, self.item_text.n_fallback, dataset.item_num - 1, prompt_titles, scored_titles)
         self.max_prompt_tokens = config["max_prompt_tokens"]
         self.prompts = self._builders(config, templates, backbone, prompt_titles.ids)
@@ -81,8 +77,9 @@ class DELRec(SequentialRecommender):
         set_speed_options(
             backbone.model, config["llm_attention"], config["fused_gelu"], config["gradient_checkpointing"]
         )
-        self.llm = add_adalora(backbone.model, self._adalora_options(config, backbone), self._total_steps(config, dataset))
-        self.scorer = CandidateScorer(scored_titles.ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+        self.llm = add_adalora(backbone.model, self._adalora_options(config, backbone), self._total_steps(config, dataset),
+                               backbone.task_type)
+        self.scorer = backbone.scorer(scored_titles.ids)
         self.sampler = CandidateSampler.from_dataset(dataset, n_candidates, self.seed)
         self.train_rng = np.random.default_rng(self.seed)
         self.teacher: SequentialRecommender | None = None
@@ -108,7 +105,7 @@ class DELRec(SequentialRecommender):
         for task in cls.tasks(config):
             path = template_path(task, config["domain"], config["prompt_template_dir"])
             check_template(task, path.read_text(encoding="utf-8"), static, path)
-        check_llm_path(config["llm_path"])
+        check_llm_path(config["llm_path"], config["llm_gguf_file"])
 
     @classmethod
     def check_dataset(cls, config, dataset) -> None:
@@ -139,8 +136,8 @@ class DELRec(SequentialRecommender):
         static = {"teacher": config["teacher_model"], **domain_words(config["domain"])}
         return {
             task: PromptBuilder(
-                text, static, backbone.encode, title_ids, self.n_soft, config["max_prompt_tokens"],
-                self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
+                backbone.wrap(text), static, backbone.encode_piece, title_ids, self.n_soft,
+                config["max_prompt_tokens"], backbone.pad_id, backbone.prompt_end,
             )
             for task, text in templates.items()
         }
@@ -148,7 +145,7 @@ class DELRec(SequentialRecommender):
     @staticmethod
     def _adalora_options(config, backbone: Backbone) -> dict:
         """The paper's AdaLoRA settings; the scratch T5 replaces some (``scratch_adalora``)."""
-        scratch = config["scratch_adalora"] if backbone.source == SCRATCH else None
+        scratch = config["scratch_adalora"] if backbone.name == SCRATCH else None
         return {**config["adalora"], **(scratch or {})}
 
     @staticmethod
@@ -171,7 +168,7 @@ class DELRec(SequentialRecommender):
     def score_prompts(self, task: str, slots: Sequence[Mapping], candidates: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` candidate scores for prompts of ``task`` filled with ``slots``."""
         prompts = [self.prompts[task].build(**values) for values in slots]
-        batch = PromptBatch.collate(prompts, self.tokenizer.pad_token_id, self.n_soft).to(self.device)
+        batch = PromptBatch.collate(prompts, self.pad_id, self.n_soft).to(self.device)
         return self.scorer(self.llm.get_base_model(), self.soft_prompt, batch, candidates.to(self.device))
 
     def score_candidates(self, histories: list[list[int]], candidates: torch.Tensor) -> torch.Tensor:

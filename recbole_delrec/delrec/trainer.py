@@ -28,7 +28,7 @@ from recbole_delrec import distributed
 from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
-from recbole_delrec.llm.backbone import SCRATCH
+from recbole_delrec.llm.sources import SCRATCH
 from recbole_delrec.data.candidates import CandidateSets, candidates_per_prompt
 from recbole_delrec.data.prefixes import latest_prefixes
 from recbole_delrec.evaluation import scoring

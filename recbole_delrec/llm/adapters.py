@@ -22,8 +22,13 @@ ADALORA_KEYS = ("init_r", "target_r", "lora_alpha", "lora_dropout", "target_modu
 ADAPTER_TAGS = ("lora_", "ranknum", "modules_to_save")
 
 
-def add_adalora(model: PreTrainedModel, options: Mapping[str, Any], total_step: int) -> PeftModel:
-    """Wrap ``model`` with AdaLoRA; only the adapters are trainable afterwards."""
+def add_adalora(
+    model: PreTrainedModel, options: Mapping[str, Any], total_step: int, task_type: TaskType = TaskType.SEQ_2_SEQ_LM
+) -> PeftModel:
+    """Wrap ``model`` with AdaLoRA; only the adapters are trainable afterwards.
+
+    ``target_modules: ~`` takes PEFT's default for the architecture: the attention's query and
+    value projections (``q``/``v`` in T5, the paper's choice; ``q_proj``/``v_proj`` in Llama)."""
     unknown = set(options) - set(ADALORA_KEYS)
     if unknown:
         raise ValueError(f"Unknown `adalora` options {sorted(unknown)}; known: {list(ADALORA_KEYS)}.")
@@ -32,7 +37,7 @@ def add_adalora(model: PreTrainedModel, options: Mapping[str, Any], total_step: 
     span = max(total_step, 3)
     opts["tinit"] = min(int(opts.get("tinit", 0)), span // 3)
     opts["tfinal"] = min(int(opts.get("tfinal", 0)), span // 3)
-    config = AdaLoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, total_step=span, **opts)
+    config = AdaLoraConfig(task_type=task_type, total_step=span, **opts)
     peft_model = get_peft_model(model, config)
     for name, param in peft_model.named_parameters():
         if "ranknum" in name:  # a constant divisor; PEFT's dtype cast can leave it trainable (bf16)

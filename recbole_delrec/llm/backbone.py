@@ -1,192 +1,223 @@
-"""The LLM: Flan-T5 from the hub or a local folder, or an offline scratch T5.
+"""The LLM behind one interface, whatever its family.
 
-``llm_path`` names a Hugging Face hub id (``google/flan-t5-xl``) or a local directory made by
-``save_pretrained``; both go through ``from_pretrained``.  With ``llm_path: ~`` (the
-default) nothing is downloaded: a small T5 is built from ``scratch_llm`` in the YAML with
-random weights, and a SentencePiece-style Unigram tokenizer is trained on the data set's
-titles and the prompt templates.  That keeps every path runnable offline; the log says so.
+The rest of the plugin asks a :class:`Backbone` for what it needs and never which family it
+holds: token ids of prompt pieces and titles (as they read inside running text), the wrapper
+around a template's text (a chat template, or none), a candidate scorer, the body and pooling
+that TSLRec reads, PEFT's task type.  Each family is one file beside this one
+(:mod:`~recbole_delrec.llm.t5`: encoder-decoder; :mod:`~recbole_delrec.llm.causal`:
+decoder-only) and registers itself in :data:`FAMILIES`; which one holds a checkpoint is read
+from its config (``is_encoder_decoder``, the causal-LM mapping), never from its name.
+
+``llm_path`` is resolved by :mod:`~recbole_delrec.llm.sources`; a GGUF file is dequantized
+once and cached as a ``save_pretrained`` folder under ``checkpoint_dir``, keyed by the file's
+content (the one cache scheme of :mod:`recbole_delrec.runs.cache`).
 """
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from logging import getLogger
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from huggingface_hub import is_offline_mode, try_to_load_from_cache
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from tokenizers.processors import TemplateProcessing
+import transformers
+from peft import TaskType
 from torch import nn
-from transformers import (
-    AutoTokenizer,
-    PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-    T5Config,
-    T5ForConditionalGeneration,
-)
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.activations import ACT2FN, NewGELUActivation
 
-SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
-SCRATCH = "scratch-t5"
+from recbole_delrec.llm.sources import LLMSource, gguf_config, resolve
+from recbole_delrec.runs.artifacts import atomic_dir, fingerprint
+from recbole_delrec.runs.cache import artifact_path, load_or_make
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-#: Attention kernels the candidate scorer builds masks for (T5 has no flash-attention path).
+#: Attention kernels the candidate scorers build masks for.
 ATTENTION_KERNELS = ("sdpa", "eager")
-#: Environment switches that forbid downloads (huggingface_hub's and transformers' own).
-OFFLINE_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+#: The families, most specific first; a family file appends its class when imported.
+FAMILIES: list[type["Backbone"]] = []
 
 
-@dataclass
 class Backbone:
-    """A seq2seq LLM, its tokenizer, and a short description of where it came from."""
+    """An LLM, its tokenizer and where it came from, behind the interface the plugin uses."""
 
-    model: T5ForConditionalGeneration
-    tokenizer: PreTrainedTokenizerBase
-    source: str
+    family: ClassVar[str]
+    task_type: ClassVar[TaskType]
+    auto_class: ClassVar[Any]
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: LLMSource) -> None:
+        self.model, self.tokenizer, self.source = model, tokenizer, source
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        FAMILIES.append(cls)
+
+    @classmethod
+    def handles(cls, config: PretrainedConfig) -> bool:
+        """Whether this family runs a checkpoint with this config."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ tokens
+    @property
+    def name(self) -> str:
+        """A short readable name (file names, logs, soft-prompt metadata)."""
+        return self.source.name
 
     @property
     def width(self) -> int:
-        return self.model.config.d_model
+        return self.model.get_input_embeddings().embedding_dim
+
+    @property
+    def pad_id(self) -> int:
+        """The id that fills padding and soft-prompt placeholders (never attended to as text)."""
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    @property
+    def end_id(self) -> int:
+        """The token that ends a scored title (the answer is the title, nothing more)."""
+        return self.tokenizer.eos_token_id
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of a text piece, without special tokens."""
+        """Token ids of a text, without special tokens."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
         """:meth:`encode` of many texts in one tokenizer call (a 50k-item catalogue in seconds)."""
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
+    def encode_piece(self, text: str) -> list[int]:
+        """A template's literal piece as it reads inside the prompt (between slots)."""
+        return self.encode(text)
 
-def load_backbone(
-    llm_path: str | None,
-    scratch: Mapping[str, Any],
-    corpus: Iterable[str],
-    dtype: str = "float32",
-) -> Backbone:
-    """Load ``llm_path`` (hub id or directory), or build the scratch T5 when it is empty."""
-    if not llm_path:
-        return _scratch_backbone(scratch, corpus)
-    return _pretrained_backbone(str(llm_path), _dtype(dtype))
+    def prompt_titles(self, titles: Sequence[str]) -> list[list[int]]:
+        """Titles as they read inside a prompt's running text (history, candidates)."""
+        return self.encode_all(titles)
+
+    def answer_titles(self, titles: Sequence[str]) -> list[list[int]]:
+        """Titles as the answer the scorer reads (without the end token)."""
+        return self.encode_all(titles)
+
+    @property
+    def prompt_end(self) -> list[int]:
+        """Token ids that close every prompt."""
+        return []
+
+    def wrap(self, template: str) -> str:
+        """A template's text as this model reads instructions (a chat template, or as it is)."""
+        return template
+
+    # ------------------------------------------------------------------ computation
+    def scorer(self, title_ids: Sequence[Sequence[int]]):
+        """The family's :class:`~recbole_delrec.llm.scoring.CandidateScorer` for these titles."""
+        raise NotImplementedError
+
+    def body(self, model: nn.Module | None = None) -> nn.Module:
+        """The module that maps ``inputs_embeds``/``attention_mask`` to hidden states (TSLRec)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(B, width)`` summary of ``(B, L, width)`` states over the real (mask) positions."""
+        raise NotImplementedError
 
 
-def _dtype(name: str) -> torch.dtype:
+def load_backbone(settings: Mapping[str, Any], corpus: Iterable[str]) -> Backbone:
+    """The LLM of ``llm_path`` (``llm_gguf_file``, ``llm_dtype``, on ``device``), or the scratch T5.
+
+    ``settings``: a RecBole config (or a dict with those keys, ``scratch_llm`` and
+    ``checkpoint_dir``); ``corpus``: the texts a scratch tokenizer is trained on.
+    """
+    source = resolve(settings["llm_path"], settings["llm_gguf_file"])
+    if source.kind == "scratch":
+        from recbole_delrec.llm.t5 import Seq2SeqBackbone
+
+        return Seq2SeqBackbone.scratch(settings["scratch_llm"], corpus)
+    location = source.location
+    if source.kind == "gguf":
+        location = str(dequantized_folder(source, settings["checkpoint_dir"]))
+    return _pretrained(source, location, llm_dtype(settings["llm_dtype"], settings["device"]))
+
+
+def family_of(config: PretrainedConfig) -> type[Backbone]:
+    """The family that runs a checkpoint with this config."""
+    import recbole_delrec.llm.causal  # noqa: F401  (the families register themselves)
+    import recbole_delrec.llm.t5  # noqa: F401
+
+    for family in FAMILIES:
+        if family.handles(config):
+            return family
+    raise ValueError(
+        f"The LLM's config is a '{config.model_type}' model, which is neither an encoder-decoder (T5 family) "
+        f"nor a causal language model that transformers' AutoModelForCausalLM knows: give a Flan-T5 or a "
+        f"decoder-only LLM (Llama, Qwen2, Gemma, SmolLM, ...) as llm_path."
+    )
+
+
+def _pretrained(source: LLMSource, location: str, dtype: torch.dtype) -> Backbone:
+    try:
+        family = family_of(AutoConfig.from_pretrained(location))
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        model = family.auto_class.from_pretrained(location, dtype=dtype)
+    except OSError as err:
+        raise OSError(
+            f"Could not load llm_path '{source.location}' ({err}). Without network access, download "
+            f"the model elsewhere (e.g. `huggingface-cli download {source.location}`) and set llm_path "
+            f"to that local directory."
+        ) from err
+    getLogger().info(f"LLM: loaded '{source.name}' ({family.family}, {model.num_parameters() / 1e6:.1f} M "
+                     f"parameters, {dtype})")
+    return family(model, tokenizer, source)
+
+
+def dequantized_folder(source: LLMSource, checkpoint_dir: str | Path) -> Path:
+    """The GGUF file dequantized once into a ``save_pretrained`` folder, keyed by its content."""
+    # transformers' dequantizer is part of what the folder holds: its major version is in the key
+    key = fingerprint({**source.identity("float32"), "transformers": transformers.__version__.split(".")[0]})
+    folder = artifact_path(checkpoint_dir, "llm", (source.name,), key).with_suffix("")
+    return load_or_make(folder, lambda path: path, lambda path: _dequantize(source.location, path))
+
+
+def _dequantize(file: str, folder: Path) -> Path:
+    """Dequantize a GGUF file with transformers and save it as a plain float32 checkpoint."""
+    start, path = time.time(), Path(file)
+    family = family_of(gguf_config(file))
+    model = family.auto_class.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    # The weights are dequantized already; the GGUF quantizer only forbids saving them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    atomic_dir(folder, write)
+    getLogger().info(f"LLM: dequantized '{file}' into '{folder}' in {time.time() - start:.1f} s (reused from now on)")
+    return folder
+
+
+def llm_dtype(name: str, device: torch.device | str | None = None) -> torch.dtype:
+    """The dtype of ``llm_dtype``; ``auto`` is bfloat16 where ``device`` computes it fast
+    (a CUDA GPU with bf16, a CPU with AMX or AVX-512 BF16), float32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if fast_bfloat16(torch.device(device or "cpu")) else torch.float32
     if name not in DTYPES:
-        raise ValueError(f"llm_dtype '{name}' is not one of {sorted(DTYPES)}.")
+        raise ValueError(f"llm_dtype '{name}' is not one of {sorted(DTYPES) + ['auto']}.")
     return DTYPES[name]
 
 
-def looks_local(llm_path: str) -> bool:
-    """A path on this machine rather than a hub id: the one rule for loading and cache keys."""
-    return llm_path.startswith((".", "/", "~")) or Path(llm_path).exists()
-
-
-def check_llm_path(llm_path: str | None) -> None:
-    """Fail before any data is read if ``llm_path`` cannot be loaded later.
-
-    Empty: the offline scratch model.  A path: a ``save_pretrained`` folder with its
-    ``config.json``.  Otherwise a well-formed hub id, present in the local Hugging Face cache
-    or downloadable; with downloads switched off (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)
-    an id that is not cached is an error, and any uncached id is named in a warning, since
-    whether the network answers is only known when the model is built.
-    """
-    if not llm_path:
-        return
-    llm_path = str(llm_path)
-    if looks_local(llm_path):
-        _check_local_llm(llm_path, Path(llm_path).expanduser())
-        return
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` has bfloat16 matmul units (on this project's CPUs bf16 runs ~5x float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
     try:
-        validate_repo_id(llm_path)
-    except HFValidationError as err:
-        raise ValueError(
-            f"llm_path '{llm_path}' is neither an existing folder nor a hub id ({err}): give a "
-            f"folder written by `save_pretrained`, a hub id such as 'google/flan-t5-xl', or "
-            f"leave llm_path empty for the offline scratch model."
-        ) from None
-    if isinstance(try_to_load_from_cache(llm_path, "config.json"), str):
-        return
-    advice = (
-        f"download it where there is network access (`huggingface-cli download {llm_path}`, "
-        f"or `save_pretrained` to a folder), then set llm_path to that folder, or leave llm_path "
-        f"empty for the offline scratch model."
-    )
-    if _offline():
-        raise OSError(
-            f"llm_path '{llm_path}' is not in the local Hugging Face cache and downloads are "
-            f"switched off ({', '.join(OFFLINE_SWITCHES)}): {advice}"
-        )
-    getLogger().warning(
-        f"llm_path '{llm_path}' is not in the local Hugging Face cache: it will be downloaded "
-        f"when the model is built, which fails without network access; then {advice}"
-    )
-
-
-def _check_local_llm(llm_path: str, path: Path) -> None:
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"llm_path '{llm_path}' does not exist: give a directory written by "
-            f"`save_pretrained` (config.json, weights, tokenizer files) or a hub id such as "
-            f"'google/flan-t5-xl', or leave llm_path empty for the offline scratch model."
-        )
-    if not (path / "config.json").is_file():
-        found = sorted(p.name for p in path.iterdir())[:10]
-        raise FileNotFoundError(
-            f"llm_path '{llm_path}' has no config.json (it holds {found}): point llm_path at the "
-            f"folder that `save_pretrained` wrote (config.json, weights, tokenizer files)."
-        )
-
-
-def _offline() -> bool:
-    switched = (os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE") for name in OFFLINE_SWITCHES)
-    return is_offline_mode() or any(switched)
-
-
-def _pretrained_backbone(llm_path: str, dtype: torch.dtype) -> Backbone:
-    local = looks_local(llm_path)
-    path = Path(llm_path).expanduser()
-    if local:
-        _check_local_llm(llm_path, path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if local else llm_path)
-        model = T5ForConditionalGeneration.from_pretrained(
-            str(path) if local else llm_path, dtype=dtype
-        )
-    except OSError as err:
-        raise OSError(
-            f"Could not load llm_path '{llm_path}' ({err}). Without network access, download "
-            f"the model elsewhere (e.g. `huggingface-cli download {llm_path}`) and set llm_path "
-            f"to that local directory."
-        ) from err
-    getLogger().info(f"LLM: loaded '{llm_path}' ({model.num_parameters() / 1e6:.1f} M parameters)")
-    return Backbone(model, tokenizer, llm_path)
-
-
-def _scratch_backbone(scratch: Mapping[str, Any], corpus: Iterable[str]) -> Backbone:
-    arch = dict(scratch)
-    tokenizer = train_tokenizer(corpus, int(arch.pop("vocab_size")))
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        # transformers >= 5 ties T5's head to its embeddings whatever this says; False keeps the
-        # decoder output unscaled, as in Flan-T5 (T5 v1.1).
-        tie_word_embeddings=False,
-        **arch,
-    )
-    model = T5ForConditionalGeneration(config)
-    getLogger().warning(
-        "LLM: llm_path is empty, so DELRec uses an offline scratch T5 "
-        f"({model.num_parameters() / 1e6:.2f} M parameters, random weights, tokenizer of "
-        f"{len(tokenizer)} pieces trained on this data set). For the paper's model set "
-        "`llm_path: google/flan-t5-xl` (or a local Flan-T5 directory)."
-    )
-    return Backbone(model, tokenizer, SCRATCH)
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
 
 
 def set_speed_options(model: nn.Module, attention: str, fused_gelu: bool, gradient_checkpointing: bool) -> None:
@@ -211,7 +242,7 @@ def use_fused_gelu(model: nn.Module) -> int:
     batch 8, ~140 MiB per layer, 3.3 GiB of stage 2's peak (``benchmarks/llm_memory.py``).
     ``F.gelu(approximate="tanh")`` computes the same formula in one kernel, in float32 inside, and
     keeps only its input; its error against a float64 reference is the same as ``gelu_new``'s.
-    Returns how many feed-forward blocks were changed.
+    Returns how many feed-forward blocks were changed (0 for a model without ``gelu_new``).
     """
     swapped = 0
     for module in model.modules():
@@ -219,24 +250,3 @@ def use_fused_gelu(model: nn.Module) -> int:
             module.act = ACT2FN["gelu_pytorch_tanh"]
             swapped += 1
     return swapped
-
-
-def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A T5-style tokenizer (``<pad>``=0, ``</s>``=1, ``<unk>``=2) fit on ``corpus``.
-
-    Byte-pair merges over SentencePiece-style word boundaries: on a catalogue of a few
-    thousand titles, BPE reaches whole-word pieces (short prompts), where a Unigram model
-    trained on so little text stops at a vocabulary of sub-word fragments.
-    """
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tok.train_from_iterator(list(corpus), trainer=trainer)
-    tok.post_processor = TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )

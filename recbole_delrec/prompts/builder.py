@@ -134,15 +134,19 @@ class PromptBuilder:
         n_soft: int,
         max_tokens: int,
         pad_id: int,
-        eos_id: int,
+        end_ids: Sequence[int],
     ) -> None:
+        """``encode`` tokenises a literal piece as it reads inside the prompt, and
+        ``item_token_ids`` are the titles tokenised the same way (the LLM backbone's
+        ``encode_piece``/``prompt_titles``); ``end_ids`` close every prompt (T5's ``</s>``;
+        nothing for a causal LM, whose answer follows)."""
         self.pieces = _split(_fill_static(template, static))
         self.slots = [p for kind, p in self.pieces if kind == "slot"]
         self.literal_ids = {i: encode(p) for i, (kind, p) in enumerate(self.pieces) if kind == "text"}
         self.item_ids = item_token_ids
         self.sep_ids = encode(LIST_SEPARATOR.strip())
         self.n_soft, self.max_tokens = n_soft, max_tokens
-        self.pad_id, self.eos_id = pad_id, eos_id
+        self.pad_id, self.end_ids = pad_id, list(end_ids)
         self.cuts = HistoryCuts()
 
     def build(self, **values: SlotValue) -> PromptIds:
@@ -164,7 +168,7 @@ class PromptBuilder:
                 ids += [self.pad_id] * self.n_soft
             else:
                 ids += self._slot_ids(values[piece])
-        return PromptIds(ids + [self.eos_id], soft_start)
+        return PromptIds(ids + self.end_ids, soft_start)
 
     def render(self, titles: Sequence[str], **values: SlotValue) -> str:
         """The same prompt as readable text (soft prompt shown as a marker): for --explain."""
@@ -222,8 +226,8 @@ class PromptBuilder:
         return cuts
 
     def _fixed(self) -> int:
-        """Tokens of the literal text and the end-of-sequence token."""
-        return sum(len(v) for v in self.literal_ids.values()) + 1
+        """Tokens of the literal text and the closing tokens."""
+        return sum(len(v) for v in self.literal_ids.values()) + len(self.end_ids)
 
     def _length(self, values: Mapping[str, SlotValue]) -> int:
         slots = sum(

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,27 @@ def fingerprint(values: Mapping[str, Any]) -> str:
     """A short stable hash of configuration values: the key of a reusable artefact."""
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+
+
+def file_identity(path: str | Path, root: str | Path | None = None) -> list:
+    """A file as ``[name, size, modification time]``: changes whenever the file is rewritten."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        return [str(path), None, None]
+    stat = path.stat()
+    name = str(path.relative_to(root)) if root is not None else str(path)
+    return [name, stat.st_size, stat.st_mtime_ns]
+
+
+def content_hash(file: str | Path) -> str:
+    """SHA-256 of a file's bytes (remembered per path, size and time within a process)."""
+    return _content_hash(*file_identity(file))
+
+
+@lru_cache(maxsize=64)
+def _content_hash(path: str, size: int | None, mtime: int | None) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

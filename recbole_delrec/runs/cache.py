@@ -31,8 +31,8 @@ import torch
 from filelock import FileLock
 
 from recbole_delrec import distributed
-from recbole_delrec.llm.backbone import SCRATCH, looks_local
-from recbole_delrec.runs.artifacts import fingerprint
+from recbole_delrec.llm.sources import looks_local, resolve
+from recbole_delrec.runs.artifacts import file_identity, fingerprint  # noqa: F401  (file_identity: keys of files)
 
 T = TypeVar("T")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -52,31 +52,13 @@ def file_safe(name: str) -> str:
     return _UNSAFE.sub("-", text.strip("/").replace("/", "--")) or "-"
 
 
-def llm_identity(llm_path: str | None, dtype: str) -> dict[str, Any]:
-    """What the LLM is, for a key: which model, which files, loaded in which dtype.
+def llm_identity(config) -> dict[str, Any]:
+    """What the LLM is, for a key: which model, which files, computed in which dtype
+    (:meth:`~recbole_delrec.llm.sources.LLMSource.identity`; ``auto`` resolved on this device)."""
+    from recbole_delrec.llm.backbone import llm_dtype
 
-    A hub id is its name.  A local folder is its resolved path and each file's name, size
-    and modification time, so a model saved again into the same folder is a new input
-    (checking sizes and times is cheap; hashing gigabytes of weights is not).
-    """
-    if not llm_path:
-        return {"llm": SCRATCH, "dtype": dtype}
-    path = str(llm_path)
-    if not looks_local(path):
-        return {"llm": path, "dtype": dtype}
-    folder = Path(path).expanduser().resolve()
-    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
-    return {"llm": str(folder), "dtype": dtype, "files": [file_identity(p, folder) for p in files]}
-
-
-def file_identity(path: str | Path, root: str | Path | None = None) -> list:
-    """A file as ``[name, size, modification time]``: changes whenever the file is rewritten."""
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        return [str(path), None, None]
-    stat = path.stat()
-    name = str(path.relative_to(root)) if root is not None else str(path)
-    return [name, stat.st_size, stat.st_mtime_ns]
+    dtype = str(llm_dtype(config["llm_dtype"], config["device"])).removeprefix("torch.")
+    return resolve(config["llm_path"], config["llm_gguf_file"]).identity(dtype)
 
 
 def split_fingerprint(dataset) -> str:
@@ -141,5 +123,5 @@ def load_or_make(path: Path, load: Callable[[Path], T], make: Callable[[Path], T
     path.parent.mkdir(parents=True, exist_ok=True)
     locks = not collective or distributed.rank() == 0
     with FileLock(f"{path}.lock") if locks else nullcontext():
-        exists = distributed.from_rank0(path.is_file()) if collective else path.is_file()
+        exists = distributed.from_rank0(path.exists()) if collective else path.exists()
         return load(path) if exists else make(path)

@@ -33,7 +33,7 @@ from torch import nn
 
 from recbole_delrec.config import isolated_config
 from recbole_delrec.data import checks
-from recbole_delrec.llm.backbone import check_llm_path
+from recbole_delrec.llm.sources import check_llm_path
 from recbole_delrec.teacher import GENERAL_KEYS, teacher_class
 from recbole_delrec.tslrec.gated import GatedItemEmbedding, GroupedItemEmbedding
 from recbole_delrec.tslrec.sft import instruction, tslrec_template
@@ -115,7 +115,7 @@ class TSLRec(SequentialRecommender):
         checks.timestamp_loaded(config)
         backbone_class(config["backbone"])
         instruction(tslrec_template(config), int(config["n_groups"]))
-        check_llm_path(config["llm_path"])
+        check_llm_path(config["llm_path"], config["llm_gguf_file"])
 
     # ------------------------------------------------------------------ item representation
     @property

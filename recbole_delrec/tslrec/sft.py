@@ -1,6 +1,7 @@
 """TSLRec's two LLM steps: information reconstruction (SFT) and information augmentation.
 
-The LLM is a T5 *encoder* (the scratch T5 offline, Flan-T5 with ``llm_path``).  Its input
+The LLM is the backbone's *body*: a T5 encoder, or a decoder-only LLM's transformer stack
+(SmolLM2 by default, any Flan-T5 or causal LM with ``llm_path``, the scratch T5 in tests).  Its input
 is the instruction of ``prompts/templates/tslrec.txt`` with the ``{items}`` slot replaced by
 item *vectors*, not words: each item's embedding from the trained ID-based model (the
 teacher), mapped to the LLM's width by a trainable linear projection, takes the place of a
@@ -63,15 +64,13 @@ def tokenizer_corpus(template: str, n_groups: int) -> list[str]:
 
 
 class PreferenceLLM(nn.Module):
-    """T5 encoder + item projection + group head: ``sequences -> (pooled, distribution)``.
+    """LLM body + item projection + group head: ``sequences -> (pooled, distribution)``.
 
-    **Pooling**: the mean of the encoder's last hidden states over the non-pad positions.
-    T5 has no summary token: it was never pre-trained to gather its input at ``</s>`` or at
-    a ``[CLS]``-like first position, and for T5 encoders mean pooling is the strongest
-    sentence embedding (Sentence-T5, Ni et al. 2022).  The encoder is bidirectional, so
-    every position, instruction words included, has attended to the item vectors: the
-    mean is item-dependent throughout.  Masking the padding makes a one-item augmentation
-    input and a long SFT input pool the same way, independent of the batch's width.
+    **Pooling** is the family's (:meth:`~recbole_delrec.llm.backbone.Backbone.pool`): a T5
+    encoder's mean over the real positions (bidirectional: every position has read the item
+    vectors; the strongest T5 sentence embedding, Sentence-T5), a causal LM's last real
+    position (the only one that has read the whole input).  Either way the padding is masked,
+    so a one-item augmentation input and a long SFT input pool the same way.
     """
 
     def __init__(
@@ -86,10 +85,11 @@ class PreferenceLLM(nn.Module):
         unknown = set(lora) - set(LORA_KEYS)
         if unknown:
             raise ValueError(f"Unknown `lora` options {sorted(unknown)}; known: {list(LORA_KEYS)}.")
-        encoder = backbone.model.get_encoder()
-        encoder.requires_grad_(False)
-        self.encoder = get_peft_model(encoder, LoraConfig(**dict(lora)))
-        self.source = backbone.source
+        body = backbone.body()
+        body.requires_grad_(False)
+        self.encoder = get_peft_model(body, LoraConfig(**dict(lora)))
+        self.pool = backbone.pool
+        self.source = backbone.name
         self.width = backbone.width
         table = item_table.float()
         real = table[1:]
@@ -98,10 +98,9 @@ class PreferenceLLM(nn.Module):
         self.item_proj = nn.Linear(table.shape[1], self.width)
         self.group_head = nn.Linear(self.width, n_groups)
         before, after = instruction(template, n_groups)
-        tokenizer = backbone.tokenizer
         self.prefix_ids = backbone.encode(before)
-        self.suffix_ids = backbone.encode(after) + [tokenizer.eos_token_id]
-        self.pad_id = tokenizer.pad_token_id
+        self.suffix_ids = backbone.encode(after) + backbone.prompt_end
+        self.pad_id = backbone.pad_id
         self.calls = {"sft": 0, "augment": 0}
 
     @property
@@ -122,7 +121,7 @@ class PreferenceLLM(nn.Module):
             ids[row, end : end + n_post] = torch.as_tensor(self.suffix_ids)
         ids, items = ids.to(self.device), items.to(self.device)
         mask = torch.arange(width, device=self.device)[None, :] < torch.as_tensor(lengths, device=self.device)[:, None]
-        tokens = self.encoder.get_base_model().embed_tokens(ids)
+        tokens = self.encoder.get_base_model().get_input_embeddings()(ids)
         vectors = self.item_proj(self.item_table[items]).to(tokens.dtype)
         embeds = torch.where((items > 0).unsqueeze(-1), vectors, tokens)
         return embeds, mask
@@ -133,8 +132,7 @@ class PreferenceLLM(nn.Module):
             raise ValueError("Every sequence fed to the LLM needs at least one item.")
         embeds, mask = self._inputs(sequences)
         hidden = self.encoder(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
-        weights = mask.unsqueeze(-1).to(torch.float32)
-        pooled = (hidden.float() * weights).sum(1) / weights.sum(1)
+        pooled = self.pool(hidden.float(), mask)
         self.calls[phase] += len(sequences)
         return pooled, F.softmax(self.group_head(pooled), dim=-1)
 

@@ -25,7 +25,8 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
-from recbole_delrec.llm.backbone import SCRATCH, load_backbone
+from recbole_delrec.llm.backbone import load_backbone
+from recbole_delrec.llm.sources import resolve
 from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 from recbole_delrec.runs.cache import artifact_key, artifact_path, llm_identity, load_or_make, split_fingerprint
 from recbole_delrec.teacher import load_or_train_teacher, teacher_identity
@@ -34,7 +35,7 @@ from recbole_delrec.tslrec.sft import PreferenceLLM, augment, tokenizer_corpus, 
 
 #: Settings the knowledge step reads that shape the knowledge-enhanced embeddings.
 SHAPING = ("seed", "reproducibility", "teacher_model", "n_groups", "kmeans_iterations", "sft_epochs",
-           "sft_batch_size", "sft_learning_rate", "sft_history_length", "lora", "llm_path", "llm_dtype",
+           "sft_batch_size", "sft_learning_rate", "sft_history_length", "lora", "llm_path", "llm_gguf_file", "llm_dtype",
            "scratch_llm")
 #: Settings the knowledge step reads that do not change it, and why.
 NOT_SHAPING = {
@@ -118,8 +119,7 @@ class TSLRecTrainer(Trainer):
         inputs = [sequences[u][-history:] if history else sequences[u] for u in users]
         init_seed(config["seed"], config["reproducibility"])
         template = tslrec_template(config)
-        backbone = load_backbone(config["llm_path"], config["scratch_llm"], tokenizer_corpus(template, n_groups),
-                                 config["llm_dtype"])
+        backbone = load_backbone(config, tokenizer_corpus(template, n_groups))
         llm = PreferenceLLM(backbone, self._teacher_items, n_groups, template, config["lora"]).to(self.device)
         del backbone
         self.logger.info(
@@ -147,9 +147,9 @@ def knowledge_meta(config, dataset) -> dict[str, Any]:
     groups with, the template, the LLM, the training split and the ``SHAPING`` settings)."""
     values = {**{k: config[k] for k in SHAPING}, "teacher": teacher_identity(config)}
     key = artifact_key("tslrec-knowledge", values, split_fingerprint(dataset), {"tslrec": tslrec_template(config)},
-                       llm_identity(config["llm_path"], config["llm_dtype"]))
+                       llm_identity(config))
     return {"dataset": config["dataset"], "teacher": config["teacher_model"],
-            "llm": str(config["llm_path"] or SCRATCH), "n_items": dataset.item_num, "key": key}
+            "llm": resolve(config["llm_path"], config["llm_gguf_file"]).name, "n_items": dataset.item_num, "key": key}
 
 
 def knowledge_file(config, meta: dict[str, Any]) -> Path:

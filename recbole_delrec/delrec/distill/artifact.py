@@ -30,7 +30,7 @@ SHAPING = (
     "enable_amp", "enable_scaler", "n_candidates",
     # prompts, titles and the LLM they go through
     "teacher_model", "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens", "domain",
-    "title_field", "title_year_field", "llm_path", "llm_dtype", "scratch_llm",
+    "title_field", "title_year_field", "llm_path", "llm_gguf_file", "llm_dtype", "scratch_llm",
     "n_soft_tokens",
 )
 #: Settings stage 1 reads that do not change the soft prompt, and why.
@@ -68,7 +68,7 @@ def soft_prompt_meta(config, dataset, llm_source: str) -> dict:
     values = {**{k: config[k] for k in SHAPING}, "n_candidates": candidates_per_prompt(config),
               "teacher": teacher_identity(config)}
     key = artifact_key("soft-prompt", values, split_fingerprint(dataset), templates,
-                       llm_identity(config["llm_path"], config["llm_dtype"]))
+                       llm_identity(config))
     return {"dataset": config["dataset"], "teacher": config["teacher_model"], "llm": llm_source,
             "n_items": dataset.item_num, "key": key}
 

@@ -1,0 +1,169 @@
+"""The decoder-only family (Llama, Qwen2, Gemma, SmolLM, ...): titles follow the prompt.
+
+Each prompt is computed **once**: one row holds the prompt and, after it, every candidate
+title of that prompt, packed one after another.  A block mask lets each title token see the
+prompt and the earlier tokens of its own title only, and each title's positions continue from
+the prompt's end (rotary positions ``L, L+1, ...``), so every title is scored exactly as if it
+alone followed the prompt (tested against one plain forward per candidate).  The LM head runs
+only where a title token (or the end token) is predicted: the prompt's last position for each
+title's first token, then each title token for the next.  No work is done on padding beyond
+the batch's longest row (stage 1 buckets prompts by length).
+
+An instruction-tuned model gets its chat template around the template's text (the title is
+the assistant's answer, closed by its end-of-turn token); a base model without one reads the
+plain text, followed by a new line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from logging import getLogger
+
+import torch
+from peft import TaskType
+from torch import nn
+from transformers import AutoModelForCausalLM, PretrainedConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from recbole_delrec.llm.backbone import Backbone
+from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch, kernel_mask
+from recbole_delrec.llm.soft_prompt import SoftPrompt
+
+#: Encoded before a piece and dropped, so the piece is tokenised as it reads mid-text
+#: (byte-level BPE marks a word's leading space inside the word's own token).
+ANCHOR = "\n"
+#: Stands for the template's text while the chat template is rendered.
+CONTENT = "\x00template\x00"
+
+
+class CausalBackbone(Backbone):
+    """Decoder-only causal LMs that transformers' ``AutoModelForCausalLM`` loads."""
+
+    family = "decoder-only"
+    task_type = TaskType.CAUSAL_LM
+    auto_class = AutoModelForCausalLM
+
+    @classmethod
+    def handles(cls, config: PretrainedConfig) -> bool:
+        causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        return causal and not getattr(config, "is_encoder_decoder", False)
+
+    def encode_piece(self, text: str) -> list[int]:
+        """A literal piece as it reads mid-prompt; trailing spaces go to the next title's token."""
+        return self._in_text([text.rstrip(" ")])[0]
+
+    def prompt_titles(self, titles: Sequence[str]) -> list[list[int]]:
+        """Each title after a space, as a word in running text (``" Star Wars (1977)"``)."""
+        return self._in_text([" " + title for title in titles])
+
+    def _in_text(self, texts: Sequence[str]) -> list[list[int]]:
+        skip = len(self.encode(ANCHOR))
+        return [ids[skip:] for ids in self.encode_all([ANCHOR + text for text in texts])]
+
+    def wrap(self, template: str) -> str:
+        """The chat template around the text (the user's turn, then the assistant's start).
+
+        The chat template is rendered around a placeholder and its own text escaped, so that
+        braces in it (a system prompt's JSON) never read as template slots."""
+        if not self.tokenizer.chat_template:
+            getLogger().info(f"LLM: '{self.name}' has no chat template: its prompts are the templates' plain text")
+            return template + "\n"
+        messages = [{"role": "user", "content": CONTENT}]
+        before, after = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True).split(CONTENT)
+        return _escaped(before) + template + _escaped(after)
+
+    def scorer(self, title_ids: Sequence[Sequence[int]]) -> "CausalScorer":
+        return CausalScorer(title_ids, self.pad_id, self.end_id)
+
+    def body(self, model: nn.Module | None = None) -> nn.Module:
+        return (model or self.model).base_model
+
+    @staticmethod
+    def pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The last real position: the only one that has read the whole input (causal attention)."""
+        last = mask.long().sum(1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class CausalScorer(CandidateScorer):
+    """Scores candidate items for prompts with a decoder-only LM (prompt once, titles packed)."""
+
+    def __call__(self, llm, soft_prompt: SoftPrompt, batch: PromptBatch, candidates: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` mean log-likelihood of each candidate title after its prompt."""
+        row = PackedRow.pack(batch, self.table(candidates.device), candidates, self.pad_id)
+        embeds = soft_prompt.splice(llm.get_input_embeddings()(row.input_ids), row.soft_mask)
+        hidden = llm.base_model(
+            inputs_embeds=embeds,
+            attention_mask=row.attention_mask(llm.config._attn_implementation, embeds.dtype),
+            position_ids=row.position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        logits = llm.get_output_embeddings()(hidden[row.predictor_row, row.predictor])
+        cap = getattr(llm.config, "final_logit_softcapping", None)
+        if cap:  # what the model's own forward does to its logits (Gemma 2)
+            logits = torch.tanh(logits / cap) * cap
+        return self.mean_log_likelihood(logits, row.labels, row.owner, candidates.shape)
+
+
+@dataclass
+class PackedRow:
+    """Each prompt followed by its candidate titles, in one row per prompt.
+
+    ``segment`` is ``-1`` on prompt tokens, the candidate's column on its title tokens, and
+    ``-2`` on padding; ``labels`` (title tokens and the end token of every candidate, flat),
+    ``owner`` (``b * C + c`` of each label) and ``predictor_row``/``predictor`` (the position
+    whose output predicts it) select the LM head's work.
+    """
+
+    input_ids: torch.Tensor
+    soft_mask: torch.Tensor
+    position_ids: torch.Tensor
+    segment: torch.Tensor
+    labels: torch.Tensor
+    owner: torch.Tensor
+    predictor_row: torch.Tensor
+    predictor: torch.Tensor
+
+    @classmethod
+    def pack(cls, batch: PromptBatch, table: torch.Tensor, candidates: torch.Tensor, pad_id: int) -> "PackedRow":
+        n_prompts, n_cand = candidates.shape
+        device = candidates.device
+        labels = table[candidates.reshape(-1)]
+        valid = labels != -100
+        title_len = (valid.sum(1) - 1).view(n_prompts, n_cand)  # input tokens: the labels but the end token
+        prompt_len = batch.attention_mask.sum(1).to(device)
+        starts = prompt_len[:, None] + title_len.cumsum(1) - title_len
+        width = int((prompt_len + title_len.sum(1)).max())
+        span = torch.arange(width, device=device)
+        segment = torch.where(span[None, :] < prompt_len[:, None], -1, -2)
+        input_ids = torch.full((n_prompts, width), pad_id, dtype=torch.long, device=device)
+        input_ids[:, : batch.input_ids.shape[1]] = batch.input_ids.to(device)
+        input_ids[segment == -2] = pad_id
+        position_ids = torch.where(segment == -1, span[None, :], 0)
+        soft_mask = torch.zeros((n_prompts, width), dtype=torch.bool, device=device)
+        soft_mask[:, : batch.soft_mask.shape[1]] = batch.soft_mask.to(device)
+
+        rows, cols = valid.nonzero(as_tuple=True)  # every label: (candidate b * C + c, token j)
+        prompt, first = rows // n_cand, starts.view(-1)[rows]
+        is_input = cols < title_len.view(-1)[rows]  # the end token is predicted, never read
+        at = first[is_input] + cols[is_input]
+        input_ids[prompt[is_input], at] = labels[rows[is_input], cols[is_input]]
+        position_ids[prompt[is_input], at] = prompt_len[prompt[is_input]] + cols[is_input]
+        segment[prompt[is_input], at] = rows[is_input] % n_cand
+        predictor = torch.where(cols == 0, prompt_len[prompt] - 1, first + cols - 1)
+        return cls(input_ids, soft_mask, position_ids, segment, labels[rows, cols], rows, prompt, predictor)
+
+    def attention_mask(self, kernel: str, dtype: torch.dtype) -> torch.Tensor:
+        """``(B, 1, L, L)``: the prompt causally; each title the prompt and its own earlier tokens;
+        padding only what came before it (so no row of the mask is empty)."""
+        width = self.segment.shape[1]
+        query, key = self.segment.unsqueeze(2), self.segment.unsqueeze(1)
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.segment.device).tril()
+        allowed = causal & ((key == -1) | (key == query))
+        return kernel_mask(allowed.unsqueeze(1), kernel, dtype)
+
+
+def _escaped(text: str) -> str:
+    """``text`` with its braces doubled: literal text for the template's ``{slot}`` filling."""
+    return text.replace("{", "{{").replace("}", "}}")

@@ -1,0 +1,189 @@
+"""The decoder-only family on a tiny random Llama: packed scoring exact against plain forwards,
+gradients reach the soft prompt and nothing frozen, prompts wrapped by the chat template,
+AdaLoRA on the family's attention projections, and DELRec and TSLRec running on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import TaskType
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from recbole_delrec.llm.adapters import add_adalora
+from recbole_delrec.llm.backbone import family_of, load_backbone
+from recbole_delrec.llm.causal import CausalBackbone, CausalScorer
+from recbole_delrec.llm.scoring import PromptBatch
+from recbole_delrec.llm.soft_prompt import SoftPrompt
+from recbole_delrec.llm.sources import LLMSource
+from recbole_delrec.prompts import PromptIds
+
+TITLES = [[5], [6, 7, 8], [9, 10], [11, 12, 13, 14], [15], [16, 17]]
+CHAT = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CORPUS = ["Star Wars (1977)", "The Empire Strikes Back (1980)", "Heat (1995)", "Toy Story (1995)",
+          "The user has watched these movies, oldest first: Which candidate will the user watch next?"]
+
+
+def tiny_llama(vocab: int = 64, kernel: str = "sdpa") -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    model = LlamaForCausalLM(config).eval()
+    model.set_attn_implementation(kernel)
+    return model
+
+
+def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE like SmolLM2's (a word's leading space lives in its token)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_end|>", "<|im_start|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS * 5, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>")
+    fast.chat_template = CHAT if chat else None
+    return fast
+
+
+def _plain_score(model, soft, prompt: PromptIds, title: list[int], end_id: int) -> float:
+    """The plain way: the prompt and one title in one transformers forward, logits everywhere."""
+    ids = torch.tensor([prompt.input_ids + title + [end_id]])
+    batch = PromptBatch.collate([prompt], pad_id=0, n_soft=soft.n_tokens)
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[:, : batch.soft_mask.shape[1]] = batch.soft_mask
+    embeds = soft.splice(model.get_input_embeddings()(ids), mask)
+    logits = model(inputs_embeds=embeds).logits[0].float()
+    start = len(prompt.input_ids) - 1
+    picked = logits[start : start + len(title) + 1].log_softmax(-1)
+    return picked.gather(-1, ids[0, start + 1 :].unsqueeze(-1)).mean().item()
+
+
+PROMPTS = [PromptIds([3, 0, 0, 4, 20, 21], 1), PromptIds([0, 0, 22], 0), PromptIds([23, 24, 25, 26, 27, 28, 29], -1)]
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+def test_packed_scoring_equals_one_plain_forward_per_candidate(kernel):
+    model = tiny_llama(kernel=kernel)
+    scorer = CausalScorer(TITLES, pad_id=0, end_id=1)
+    soft = SoftPrompt(2, 32)
+    candidates = torch.tensor([[1, 2, 3, 5], [4, 2, 0, 1], [3, 1, 2, 4]])
+    with torch.no_grad():
+        packed = scorer(model, soft, PromptBatch.collate(PROMPTS, pad_id=0, n_soft=2), candidates)
+        for row, prompt in enumerate(PROMPTS):
+            for col, item in enumerate(candidates[row].tolist()):
+                alone = _plain_score(model, soft, prompt, TITLES[item], end_id=1)
+                assert packed[row, col].item() == pytest.approx(alone, abs=1e-5)
+
+
+def test_packed_gradients_reach_the_soft_prompt_and_equal_plain_ones():
+    model = tiny_llama().requires_grad_(False)
+    scorer = CausalScorer(TITLES, pad_id=0, end_id=1)
+    packed_soft, plain_soft = SoftPrompt(2, 32), SoftPrompt(2, 32)
+    plain_soft.load_state_dict(packed_soft.state_dict())
+    candidates = torch.tensor([[1, 2, 3], [4, 2, 5]])
+    packed = scorer(model, packed_soft, PromptBatch.collate(PROMPTS[:2], pad_id=0, n_soft=2), candidates)
+    packed.logsumexp(1).sum().backward()
+    plain = torch.stack([
+        torch.stack([_plain_score_tensor(model, plain_soft, p, TITLES[i]) for i in row])
+        for p, row in zip(PROMPTS[:2], candidates.tolist())
+    ])
+    plain.logsumexp(1).sum().backward()
+    assert packed_soft.weight.grad.abs().sum() > 0
+    assert torch.allclose(packed_soft.weight.grad, plain_soft.weight.grad, atol=1e-5)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def _plain_score_tensor(model, soft, prompt: PromptIds, title: list[int]) -> torch.Tensor:
+    ids = torch.tensor([prompt.input_ids + title + [1]])
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[0, prompt.soft_start : prompt.soft_start + 2] = True
+    logits = model(inputs_embeds=soft.splice(model.get_input_embeddings()(ids), mask)).logits[0]
+    start = len(prompt.input_ids) - 1
+    picked = logits[start : start + len(title) + 1].log_softmax(-1)
+    return picked.gather(-1, ids[0, start + 1 :].unsqueeze(-1)).mean()
+
+
+def test_family_is_read_from_the_config():
+    assert family_of(tiny_llama().config) is CausalBackbone
+    from transformers import ViTConfig
+
+    with pytest.raises(ValueError, match="neither an encoder-decoder"):
+        family_of(ViTConfig())
+
+
+def test_chat_template_wraps_the_text_and_titles_read_as_running_text():
+    backbone = CausalBackbone(tiny_llama(400), tiny_tokenizer(), LLMSource("folder", "", "tiny"))
+    wrapped = backbone.wrap("{soft_prompt} Heat {history}. {x} {{literal}}")
+    assert wrapped == "<|im_start|>user\n{soft_prompt} Heat {history}. {x} {{literal}}<|im_end|>\n<|im_start|>assistant\n"
+    text = "The user has watched these movies, oldest first: Star Wars (1977); Heat (1995)"
+    pieces = backbone.encode_piece("The user has watched these movies, oldest first: ")
+    pieces += backbone.prompt_titles(["Star Wars (1977)"])[0] + backbone.encode_piece(";")
+    pieces += backbone.prompt_titles(["Heat (1995)"])[0]
+    assert backbone.tokenizer.decode(pieces) == text
+    assert backbone.answer_titles(["Heat (1995)"])[0] == backbone.encode("Heat (1995)")
+
+
+def test_a_model_without_chat_template_reads_the_plain_text(caplog):
+    backbone = CausalBackbone(tiny_llama(400), tiny_tokenizer(chat=False), LLMSource("folder", "", "base"))
+    with caplog.at_level("INFO"):
+        assert backbone.wrap("Which {candidates}?") == "Which {candidates}?\n"
+    assert "no chat template" in caplog.text
+
+
+def test_adalora_targets_the_familys_attention_projections():
+    llm = add_adalora(tiny_llama(), {"init_r": 4, "target_r": 2, "target_modules": None}, 10, TaskType.CAUSAL_LM)
+    assert sorted(llm.peft_config["default"].target_modules) == ["q_proj", "v_proj"]
+    trainable = {n for n, p in llm.named_parameters() if p.requires_grad}
+    assert trainable and all("q_proj" in n or "v_proj" in n for n in trainable)
+
+
+def save_tiny_llama(folder, chat: bool = True) -> str:
+    """A tiny random Llama and byte-level tokenizer in a ``save_pretrained`` folder."""
+    tokenizer = tiny_tokenizer(chat)
+    model = tiny_llama(len(tokenizer))
+    model.config.pad_token_id = model.config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_load_backbone_picks_the_causal_family_from_a_folder(tmp_path):
+    settings = {"llm_path": save_tiny_llama(tmp_path / "llama"), "llm_gguf_file": None, "llm_dtype": "float32",
+                "device": "cpu", "scratch_llm": {}, "checkpoint_dir": str(tmp_path)}
+    backbone = load_backbone(settings, [])
+    assert isinstance(backbone, CausalBackbone) and backbone.name == "llama"
+    assert backbone.prompt_end == [] and backbone.end_id == backbone.tokenizer.eos_token_id
+
+
+# ---------------------------------------------------------------- whole runs on the tiny Llama
+def test_run_delrec_on_a_causal_llm_trains_adapters_and_explains(tmp_path):
+    """Teacher, stage 1 and stage 2 through the causal family; AdaLoRA on q_proj/v_proj."""
+    from recbole_delrec import run_delrec
+    from recbole_delrec.config import hidden_command_line
+    from tests.conftest import tiny_dict
+
+    values = tiny_dict(tmp_path / "saved", llm_path=save_tiny_llama(tmp_path / "llama"), llm_dtype="float32")
+    with hidden_command_line():
+        result = run_delrec(config_dict=values)
+    assert {"hit@1", "hit@5", "ndcg@5"} <= set(result["test_result"])
+    assert result["stage1_result"]["fidelity_distilled"] >= result["stage1_result"]["fidelity_random"]
+    adapter = tmp_path / "saved"
+    assert list(adapter.glob("soft-prompt-ml-100k-SASRec-llama-*.pth"))
+    config = __import__("json").loads((next(adapter.glob("DELRec-ml-100k-SASRec-llama-*")) / "adapter" / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"] and config["task_type"] == "CAUSAL_LM"
+
+
+def test_run_tslrec_on_a_causal_llm(tmp_path):
+    from recbole_delrec.config import hidden_command_line
+    from recbole_delrec.tslrec.quick_start import run_tslrec
+    from tests.test_tslrec import tsl_dict
+
+    values = tsl_dict(tmp_path / "saved", llm_path=save_tiny_llama(tmp_path / "llama"), llm_dtype="float32")
+    with hidden_command_line():
+        result = run_tslrec("ml-100k", "SASRec", config_dict=values, variants=["tslrec"])
+    assert "ndcg@10" in result["tslrec"]
+    [artefact] = (tmp_path / "saved").glob("tslrec-knowledge-ml-100k-SASRec-llama-*.pth")
+    assert __import__("torch").load(artefact, weights_only=True)["embeddings"].shape[1] == 32
