@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from recbole.data.interaction import cat_interactions
 from recbole.utils import init_seed
 
 from recbole_delrec.llm.adapters import ADAPTER_TAGS
@@ -26,6 +27,27 @@ def test_predict_groups_rows_per_user_even_with_many_users(tiny_model, tiny_data
             rows = torch.nonzero(row_idx == user).flatten()
             alone = tiny_model.predict(interaction[rows])
             assert torch.allclose(together[rows], alone, atol=1e-5)
+
+
+def test_predict_scores_each_prompt_as_score_listed_does(tiny_model, tiny_data):
+    """``candidate_orders: 2``: predict's per-row scores are :meth:`score_listed`'s mean over the
+    orders of each prompt's listed candidates, also for a smaller group padded in the batch."""
+    _, _, _, test = tiny_data
+    interaction, row_idx, _, _ = _first_batch(test)
+    groups = [torch.nonzero(row_idx == user).flatten() for user in (0, 1)]
+    groups[1] = groups[1][:5]  # a smaller second prompt: padded beside the first
+    tiny_model.eval()
+    tiny_model.candidate_orders = 2
+    with torch.no_grad():
+        together = tiny_model.predict(cat_interactions([interaction[g] for g in groups]))
+        expected = []
+        for rows in groups:
+            group = interaction[rows]
+            items = group[tiny_model.POS_ITEM_ID].cpu()
+            listed = tiny_model.prompt_order(items, int(group[tiny_model.USER_ID][0]))
+            scores = tiny_model.score_listed(group[torch.tensor([0])], listed[None])[0]
+            expected.append(scores[[listed.tolist().index(i) for i in items.tolist()]])
+    assert torch.allclose(together, torch.cat(expected), atol=1e-5)
 
 
 def test_predict_prompt_lists_exactly_the_users_candidates(tiny_model, tiny_data):

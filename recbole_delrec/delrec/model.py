@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
@@ -193,9 +194,11 @@ class DELRec(SequentialRecommender):
 
     def listed_in_order(self, listed: torch.Tensor, user: int, order: int) -> torch.Tensor:
         """The ``order``-th order of candidates given in their evaluation order: the order
-        :meth:`prompt_order` gives the same set (the evaluation order is its order 0)."""
-        base = listed[torch.as_tensor(np.argsort(self._permutation(len(listed), user, 0)))]
-        return base[torch.as_tensor(self._permutation(len(listed), user, order))]
+        :meth:`prompt_order` gives the same set (the evaluation order is its order 0).  Padding
+        (0) after the candidates stays where it is."""
+        n = int((listed > 0).sum())
+        base = listed[:n][torch.as_tensor(np.argsort(self._permutation(n, user, 0)))]
+        return torch.cat([base[torch.as_tensor(self._permutation(n, user, order))], listed[n:]])
 
     def shown_history(self, interaction: Interaction, candidates: torch.Tensor | None = None) -> list[int]:
         """How many history items each row's prompt shows (``max_prompt_tokens`` drops the oldest).
@@ -235,26 +238,18 @@ class DELRec(SequentialRecommender):
     def predict(self, interaction: Interaction) -> torch.Tensor:
         """Scores of RecBole's (user, item) rows; rows of one user/history form one prompt.
 
-        Each group's distinct items become that prompt's candidates, in a seeded shuffle so
-        that RecBole's positive-first row order cannot leak into the prompt.  With
-        ``candidate_orders`` P > 1 every prompt is scored under P seeded orders and each item
-        gets its mean score: the LLM's position bias averages out, at P times the cost.
+        Each group's distinct items become that prompt's candidates, listed in the user's
+        evaluation order (a seeded shuffle, so that RecBole's positive-first row order cannot
+        leak into the prompt), and are scored by :meth:`score_listed`: with
+        ``candidate_orders`` P > 1, each item's mean score over P orders.
         """
         starts = _group_starts(interaction[self.USER_ID], interaction[self.ITEM_SEQ])
         items = interaction[self.POS_ITEM_ID].cpu()
         bounds = list(zip(starts, starts[1:] + [len(items)]))
-        users = [int(interaction[self.USER_ID][a]) for a, _ in bounds]
-        histories = self.histories(interaction[torch.as_tensor(starts)])
-        per_order = [self._predict_in_order(histories, items, bounds, users, k) for k in range(self.candidate_orders)]
-        return torch.stack(per_order).mean(dim=0)
-
-    def _predict_in_order(self, histories, items: torch.Tensor, bounds, users: list[int], order: int) -> torch.Tensor:
-        """Per-row scores with every prompt listing its candidates in its ``order``-th order."""
-        groups = [self.prompt_order(items[a:b], user, order) for (a, b), user in zip(bounds, users)]
-        candidates = torch.zeros(len(groups), max(len(g) for g in groups), dtype=torch.long)
-        for row, group in enumerate(groups):
-            candidates[row, : len(group)] = group
-        return _scatter_back(self.score_candidates(histories, candidates), candidates, items, bounds)
+        prompts = interaction[torch.as_tensor(starts)]
+        listed = [self.prompt_order(items[a:b], user) for (a, b), user in zip(bounds, prompts[self.USER_ID].tolist())]
+        candidates = pad_sequence(listed, batch_first=True)  # 0 = padding after a smaller group's items
+        return _scatter_back(self.score_listed(prompts, candidates), candidates, items, bounds)
 
     def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
         """Scores of every item: teacher retrieval, then LLM re-ranking of its top ``rerank_k``.
