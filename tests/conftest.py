@@ -15,6 +15,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_delrec.config import isolated_config
+from recbole_delrec.data.candidates import check_candidates
 from recbole_delrec.delrec.model import DELRec
 
 TINY_LLM = {
@@ -51,8 +52,10 @@ def saved_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_data(saved_dir):
-    """(config, train, valid, test) for the ML-100K slice, with RecBole's real loaders."""
+    """(config, train, valid, test) for the ML-100K slice, with RecBole's real loaders; the
+    candidate count resolved as the start-up resolves it."""
     config = isolated_config("DELRec", "ml-100k", tiny_dict(saved_dir))
+    check_candidates(config)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     return (config, *data_preparation(config, dataset))

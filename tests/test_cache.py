@@ -20,6 +20,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_delrec.config import isolated_config
+from recbole_delrec.data.candidates import check_candidates
 from recbole_delrec.delrec.distill import artifact as stage1_artifact
 from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt, soft_prompt_meta, soft_prompt_path
 from recbole_delrec.delrec.model import DELRec
@@ -171,6 +172,7 @@ def test_same_inputs_same_key_and_the_second_run_loads(tiny_data, tmp_path):
     config, train, valid, _ = tiny_data
     dataset = train._dataset
     again = isolated_config("DELRec", "ml-100k", tiny_dict(Path(config["checkpoint_dir"])))
+    check_candidates(again)  # as the start-up does
     assert soft_prompt_key(again, dataset) == soft_prompt_key(config, dataset)
 
     first = load_or_train_teacher(config, train, valid)  # trained now, or by an earlier test

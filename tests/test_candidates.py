@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
 
 from recbole_delrec import run_delrec
-from recbole_delrec.config import hidden_command_line
+from recbole_delrec.config import hidden_command_line, isolated_config
 from recbole_delrec.data.candidates import CandidateSets, candidates_per_prompt
 from recbole_delrec.delrec.trainer import DELRecTrainer
 from recbole_delrec.evaluation.scoring import score
+from recbole_delrec.runs.startup import build
 from tests.conftest import tiny_dict
 
 SPLIT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
@@ -102,3 +105,17 @@ def test_a_saved_set_that_does_not_fit_the_data_is_a_clear_error(tiny_data, draw
     first = dataset.inter_feat[dataset.inter_feat[dataset.uid_field] == user]
     with pytest.raises(ValueError, match="no test candidates for user id"):
         partial.rows("test", first[dataset.uid_field], first[dataset.iid_field], first[dataset.item_id_list_field])
+
+
+def test_a_saved_file_is_parsed_once_for_the_check_and_the_evaluation(tiny_data, drawn, tmp_path):
+    """The start-up's check parses ``candidates_path`` before the split and keeps it; every
+    split shares that parse and the trainer evaluates on it, without reading the file again."""
+    config, _, _, test = tiny_data
+    drawn.save(tmp_path / "candidates.parquet", test._dataset)
+    values = tiny_dict(Path(config["checkpoint_dir"]), candidates_path=str(tmp_path))
+    with hidden_command_line():
+        started = build(isolated_config("DELRec", "ml-100k", values))
+    kept = started.test_data._dataset.saved_candidate_sets
+    assert kept is started.train_data._dataset.saved_candidate_sets
+    assert started.trainer.candidate_sets(started.test_data._dataset) is kept
+    assert started.config["n_candidates"] == 20 and set(kept.sets) == {"test"}

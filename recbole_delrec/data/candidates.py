@@ -6,10 +6,12 @@ so here the negatives are uniform over items outside the user's known history, w
 repeats, and evaluation candidates are a pure function of ``(seed, phase, user)``: the same
 in every evaluation of a run, for DELRec, the teacher and every baseline alike.
 
-How many candidates a prompt lists has one owner, RecBole's ``eval_args.mode``
-(:func:`candidates_per_prompt`); the valid/test sets of a run are first-class
+How many candidates a prompt lists has one owner, RecBole's ``eval_args.mode``: it is decided
+once (:func:`candidates_per_prompt`, called by :func:`check_candidates`), written to
+``n_candidates``, and read from there.  The valid/test sets of a run are first-class
 (:class:`CandidateSets`): saved in the run folder and loadable by a later run
-(``candidates_path``) so that it scores exactly the same sets.
+(``candidates_path``, parsed once per data set: :func:`saved_candidate_sets`) so that it
+scores exactly the same sets.
 """
 
 from __future__ import annotations
@@ -85,8 +87,9 @@ def candidates_per_prompt(config) -> int:
 def check_candidates(config) -> None:
     """Check-time (before any data is read): the candidate settings agree and the file exists.
 
-    The resolved count is written back into ``n_candidates``, so everything keyed by it (the
-    stage-1 soft-prompt cache, ``config.json``) records the number actually used.
+    The resolved count is written back into ``n_candidates``: everything after this reads it
+    there (the stage-1 soft-prompt key, the candidate files, ``config.json``), never deciding
+    it again.
     """
     config["n_candidates"] = candidates_per_prompt(config)
     path = config["candidates_path"]
@@ -279,6 +282,20 @@ class CandidateSets:
             target, *_ = _ids(dataset, dataset.iid_field, [row.target], file)
             sets.setdefault(row.phase, {})[user] = (target, np.asarray(_ids(dataset, dataset.iid_field, list(row.candidates), file)))
         return cls(None, sets, source=f"candidates_path '{file}'")
+
+
+def saved_candidate_sets(config, dataset: Dataset) -> CandidateSets | None:
+    """The sets of ``candidates_path`` (None without one), checked against ``dataset``.
+
+    The file is parsed once per data set and kept on it as ``saved_candidate_sets``: RecBole's
+    splits are shallow copies of the loaded data set, so the check before the split
+    (``DELRec.check_dataset``) and the trainer's evaluation share one parse.
+    """
+    if not config["candidates_path"]:
+        return None
+    if getattr(dataset, "saved_candidate_sets", None) is None:
+        dataset.saved_candidate_sets = CandidateSets.load(config["candidates_path"], dataset, config["n_candidates"])
+    return dataset.saved_candidate_sets
 
 
 def _ids(dataset: Dataset, field: str, tokens: list[str], file: Path) -> list[int]:

@@ -26,7 +26,8 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 
 from recbole_delrec.data import checks
-from recbole_delrec.data.candidates import CandidateSampler, CandidateSets, candidates_per_prompt, check_candidates
+from recbole_delrec.data.candidates import (CandidateSampler, candidates_per_prompt, check_candidates,
+                                            saved_candidate_sets)
 from recbole_delrec.data.losses import log_history_cuts, log_title_losses
 from recbole_delrec.evaluation.baselines import check_baselines
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
@@ -111,11 +112,10 @@ class DELRec(SequentialRecommender):
     @classmethod
     def check_dataset(cls, config, dataset) -> None:
         """What needs the loaded data: titles loaded, enough items for every prompt, and a saved
-        candidate file (``candidates_path``) that fits this data set."""
+        candidate file (``candidates_path``) that fits this data set (kept for the evaluation)."""
         check_title_field(dataset, config["title_field"])
-        checks.catalogue_holds(config, dataset, candidates_per_prompt(config))
-        if config["candidates_path"]:
-            CandidateSets.load(config["candidates_path"], dataset, candidates_per_prompt(config))
+        checks.catalogue_holds(config, dataset, config["n_candidates"])
+        saved_candidate_sets(config, dataset)
 
     @staticmethod
     def tasks(config) -> tuple[str, ...]:

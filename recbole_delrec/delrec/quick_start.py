@@ -21,7 +21,6 @@ from typing import Any
 from recbole.config import Config
 from recbole.utils import get_local_time, set_color
 
-from recbole_delrec.data.candidates import candidates_per_prompt
 from recbole_delrec import distributed
 from recbole_delrec.config import external_values, hidden_command_line, isolated_config
 from recbole_delrec.delrec.explain import explain as explain_user
@@ -272,7 +271,7 @@ def _save_evaluation(started: Started, models: dict[str, Any], scored: dict[str,
     frame = build_records(test, started.train_data._dataset, scored, shown, full)
     save_records(out.path, frame, {
         "models": {key: type(model).__name__ for key, model in models.items()},
-        "mode": config["eval_args"]["mode"]["test"], "n_candidates": candidates_per_prompt(config),
+        "mode": config["eval_args"]["mode"]["test"], "n_candidates": config["n_candidates"],
         "seed": config["seed"], "dataset": config["dataset"], "topk": list(config["topk"]),
         "metrics": [m.lower() for m in config["metrics"]],
     })

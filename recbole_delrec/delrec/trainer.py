@@ -29,7 +29,7 @@ from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
 from recbole_delrec.llm.sources import SCRATCH
-from recbole_delrec.data.candidates import CandidateSets, candidates_per_prompt
+from recbole_delrec.data.candidates import CandidateSets, check_candidates, saved_candidate_sets
 from recbole_delrec.data.prefixes import latest_prefixes
 from recbole_delrec.evaluation import scoring
 from recbole_delrec.evaluation.cost import StageCosts
@@ -43,6 +43,7 @@ class DELRecTrainer(Trainer):
 
     def __init__(self, config, model) -> None:
         super().__init__(config, model)
+        check_candidates(config)  # RecBole's run_recbole runs no plugin check: resolved before anything reads it
         self.global_step = 0
         self.optimizer.register_step_post_hook(self._after_step)
         self.delrec = model
@@ -164,14 +165,12 @@ class DELRecTrainer(Trainer):
 
     # ------------------------------------------------------------------ evaluation
     def candidate_sets(self, dataset) -> CandidateSets:
-        """This run's evaluation candidates: loaded from ``candidates_path``, or drawn (fixed per
-        user) by DELRec's sampler and listed in its prompt order.  ``dataset``: any split (ids)."""
+        """This run's evaluation candidates: those of ``candidates_path`` (as the start-up's check
+        parsed them), or drawn (fixed per user) by DELRec's sampler and listed in its prompt
+        order.  ``dataset``: any split (ids)."""
         if self._candidate_sets is None:
-            path = self.config["candidates_path"]
-            self._candidate_sets = (
-                CandidateSets.load(path, dataset, candidates_per_prompt(self.config)) if path
-                else CandidateSets.drawn(self.delrec.sampler, self.delrec.prompt_order)
-            )
+            self._candidate_sets = (saved_candidate_sets(self.config, dataset)
+                                    or CandidateSets.drawn(self.delrec.sampler, self.delrec.prompt_order))
         return self._candidate_sets
 
     def score(self, model, eval_data, show_progress: bool = False) -> Scored:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from recbole.utils import set_color
 
-from recbole_delrec.data.candidates import candidates_per_prompt
 from recbole_delrec.delrec.distill.stage1 import SoftPromptDistiller
 from recbole_delrec.prompts import load_template
 from recbole_delrec.runs.cache import artifact_key, artifact_path, llm_identity, load_or_make, split_fingerprint
@@ -65,8 +64,7 @@ TEMPLATES = ("lsr", "rps", "ta")  # the scratch tokenizer learns all three; stag
 def soft_prompt_meta(config, dataset, llm_source: str) -> dict:
     """What a soft prompt belongs to: its file's label and key, checked again whenever it is loaded."""
     templates = {task: load_template(task, config["domain"], config["prompt_template_dir"]) for task in TEMPLATES}
-    values = {**{k: config[k] for k in SHAPING}, "n_candidates": candidates_per_prompt(config),
-              "teacher": teacher_identity(config)}
+    values = {**{k: config[k] for k in SHAPING}, "teacher": teacher_identity(config)}
     key = artifact_key("soft-prompt", values, split_fingerprint(dataset), templates,
                        llm_identity(config))
     return {"dataset": config["dataset"], "teacher": config["teacher_model"], "llm": llm_source,
