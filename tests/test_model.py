@@ -6,6 +6,7 @@ import torch
 from recbole.data.interaction import cat_interactions
 from recbole.utils import init_seed
 
+from recbole_delrec.data.prefixes import stage2_rows
 from recbole_delrec.llm.adapters import ADAPTER_TAGS
 from recbole_delrec.delrec.model import DELRec
 from recbole_delrec.delrec.trainer import DELRecTrainer
@@ -137,3 +138,20 @@ def test_fused_gelu_follows_the_config(tiny_data, fused):
         config["fused_gelu"] = default
     acts = {type(m.act).__name__ for m in model.llm.modules() if hasattr(m, "wo")}  # feed-forward blocks
     assert acts == ({"GELUTanh"} if fused else {"NewGELUActivation"})
+
+
+def test_stage2_rows_are_each_users_latest_capped_by_a_seeded_sample(tiny_data):
+    config, train, _, _ = tiny_data
+    dataset = train._dataset
+    latest = stage2_rows(dataset, {**_settings(config), "train_max_prefixes": None})
+    users = dataset.inter_feat[dataset.uid_field].numpy()[latest]
+    assert len(latest) == len(set(users.tolist()))  # one (the latest) prefix per user
+    capped = stage2_rows(dataset, {**_settings(config), "train_max_prefixes": 10})
+    assert len(capped) == 10 and set(capped.tolist()) <= set(latest.tolist())
+    assert capped.tolist() == stage2_rows(dataset, {**_settings(config), "train_max_prefixes": 10}).tolist()
+    other_seed = stage2_rows(dataset, {**_settings(config), "train_max_prefixes": 10, "seed": 8})
+    assert other_seed.tolist() != capped.tolist()
+
+
+def _settings(config) -> dict:
+    return {"train_prefixes_per_user": 1, "seed": config["seed"]}

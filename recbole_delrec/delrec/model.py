@@ -35,7 +35,7 @@ from recbole_delrec.llm.backbone import Backbone, load_backbone, set_speed_optio
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.sources import SCRATCH, check_llm_path
 from recbole_delrec.llm.soft_prompt import SoftPrompt
-from recbole_delrec.data.prefixes import latest_prefix_rows
+from recbole_delrec.data.prefixes import stage2_rows
 from recbole_delrec.prompts import PromptBuilder, check_template, domain_words, load_template, template_path
 from recbole_delrec.data.titles import ItemText, TitleTokens, check_title_field
 from recbole_delrec.teacher import teacher_class
@@ -152,7 +152,7 @@ class DELRec(SequentialRecommender):
     @staticmethod
     def _total_steps(config, dataset) -> int:
         """AdaLoRA's ``total_step``: optimizer steps of the whole stage-2 run."""
-        rows = len(latest_prefix_rows(dataset, config["train_prefixes_per_user"]))
+        rows = len(stage2_rows(dataset, config))
         return config["epochs"] * math.ceil(rows / config["train_batch_size"])
 
     def attach_teacher(self, teacher: SequentialRecommender) -> None:

@@ -30,7 +30,7 @@ from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
 from recbole_delrec.llm.sources import SCRATCH
 from recbole_delrec.data.candidates import CandidateSets, check_candidates, saved_candidate_sets
-from recbole_delrec.data.prefixes import latest_prefixes
+from recbole_delrec.data.prefixes import stage2_prefixes
 from recbole_delrec.evaluation import scoring
 from recbole_delrec.evaluation.cost import StageCosts
 from recbole_delrec.evaluation.scoring import Scored
@@ -94,6 +94,8 @@ class DELRecTrainer(Trainer):
         if self._resume is not None:
             self._restore_random_state(stage2)
         self.costs.start()
+        if self.epochs == 0:  # no stage 2: the LLM as it is (zero-shot, or stage 1's soft prompt alone)
+            self._save_checkpoint(-1, verbose=verbose)
         result = super().fit(stage2, valid_data, verbose, saved, show_progress, self._after_validation(stage2, callback_fn))
         self.timings["stage2_seconds"] = self.costs.stop("stage2")
         distributed.check_synchronised(self.delrec.trainable_state_dict(), "DELRec's trained weights")
@@ -160,7 +162,7 @@ class DELRecTrainer(Trainer):
         return stage
 
     def _latest_prefix_loader(self, train_data) -> TrainDataLoader:
-        dataset = latest_prefixes(train_data._dataset, self.config["train_prefixes_per_user"])
+        dataset = stage2_prefixes(train_data._dataset, self.config)
         return TrainDataLoader(self.config, dataset, None, shuffle=self.config["shuffle"])
 
     # ------------------------------------------------------------------ evaluation

@@ -1,6 +1,7 @@
 """Baselines: conventional RecBole sequential models scored beside DELRec on its candidates.
 
-``baselines: [GRU4Rec, Caser, BERT4Rec]`` names any RecBole sequential models;
+``baselines: [GRU4Rec, Caser, BERT4Rec]`` names any RecBole sequential models, and ``Pop``
+the popularity floor (:mod:`recbole_delrec.evaluation.popularity`, counted, not trained);
 ``baseline_config: {GRU4Rec: {...}}`` gives one its own RecBole settings, merged over
 ``teacher_config``.  Each is trained on the training split exactly like the teacher
 (:func:`recbole_delrec.teacher.load_or_train_teacher`), cached under ``checkpoint_dir`` and
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from recbole.model.abstract_recommender import SequentialRecommender
 
+from recbole_delrec.evaluation.popularity import NAME as POPULARITY
+from recbole_delrec.evaluation.popularity import Popularity
 from recbole_delrec.teacher import load_or_train_teacher, teacher_class
 
 
@@ -26,13 +29,13 @@ def baseline_names(config) -> list[str]:
 def check_baselines(config) -> None:
     """Check-time, before anything trains: every name is a RecBole sequential model, once."""
     names = baseline_names(config)
-    for name in names:
+    for name in (n for n in names if n != POPULARITY):
         try:
             teacher_class(name)
         except ValueError as err:
             raise ValueError(
                 f"baselines: '{name}' is not a RecBole sequential model: list models such as "
-                f"GRU4Rec, Caser, NARM, STAMP, BERT4Rec, NextItNet or SASRec (RecBole's spelling)."
+                f"GRU4Rec, Caser, NARM, STAMP, BERT4Rec, NextItNet or SASRec (RecBole's spelling), or {POPULARITY}."
             ) from err
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -59,4 +62,6 @@ def baseline_key(name: str) -> str:
 
 def load_or_train_baseline(config, name: str, train_data, valid_data) -> SequentialRecommender:
     """One baseline, trained on the training split like the teacher (or reused from cache)."""
+    if name == POPULARITY:
+        return Popularity(config, train_data._dataset).to(config["device"])
     return load_or_train_teacher(config, train_data, valid_data, model_name=name, settings=baseline_settings(config, name))

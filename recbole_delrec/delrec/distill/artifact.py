@@ -49,6 +49,7 @@ NOT_SHAPING = {
     "epochs": "stage 2's length (AdaLoRA's schedule)",
     "train_batch_size": "stage 2's batches (AdaLoRA's schedule)",
     "train_prefixes_per_user": "stage 2's training rows (AdaLoRA's schedule)",
+    "train_max_prefixes": "stage 2's training rows (AdaLoRA's schedule)",
     "candidate_orders": "an evaluation option (predict's mean over orders); stage 1 never calls predict",
     "rerank_k": "full-ranking evaluation; as a candidate count it is in the key as n_candidates",
     "eval_args": "its candidate count is in the key as n_candidates, its split in the split's fingerprint",
