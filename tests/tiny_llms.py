@@ -29,8 +29,9 @@ CORPUS = [
 NORMAL, CONTROL = 1, 3
 
 
-def tiny_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
-    """A gpt2-style byte-level BPE (what ``tokenizer.ggml.model = gpt2`` describes), trained here."""
+def tiny_tokenizer(vocab_size: int = 300, chat: bool = True) -> PreTrainedTokenizerFast:
+    """A gpt2-style byte-level BPE (what ``tokenizer.ggml.model = gpt2`` describes, and SmolLM2
+    uses: a word's leading space lives in its token), trained here; ``chat``: with a chat template."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -38,7 +39,7 @@ def tiny_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tokenizer.train_from_iterator(CORPUS, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   chat_template=CHAT_TEMPLATE)
+                                   chat_template=CHAT_TEMPLATE if chat else None)
 
 
 def llama_permute(weights: np.ndarray, n_head: int) -> np.ndarray:

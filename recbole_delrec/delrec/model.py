@@ -31,9 +31,9 @@ from recbole_delrec.data.candidates import (CandidateSampler, candidates_per_pro
 from recbole_delrec.data.losses import log_history_cuts, log_title_losses
 from recbole_delrec.evaluation.baselines import check_baselines
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
-from recbole_delrec.llm.backbone import Backbone, load_backbone, set_speed_options
+from recbole_delrec.llm.backbone import Backbone, check_llm_path, load_backbone, set_speed_options
 from recbole_delrec.llm.scoring import PromptBatch
-from recbole_delrec.llm.sources import SCRATCH, check_llm_path
+from recbole_delrec.llm.sources import SCRATCH
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.data.prefixes import stage2_rows
 from recbole_delrec.prompts import PromptBuilder, check_template, domain_words, load_template, template_path

@@ -28,7 +28,7 @@ from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.activations import ACT2FN, NewGELUActivation
 
-from recbole_delrec.llm.sources import LLMSource, gguf_config, resolve
+from recbole_delrec.llm.sources import LLMSource, check_hub_id, gguf_config, resolve
 from recbole_delrec.runs.artifacts import atomic_dir, fingerprint
 from recbole_delrec.runs.cache import artifact_path, load_or_make
 
@@ -138,6 +138,25 @@ def load_backbone(settings: Mapping[str, Any], corpus: Iterable[str]) -> Backbon
     if source.kind == "gguf":
         location = str(dequantized_folder(source, settings["checkpoint_dir"]))
     return _pretrained(source, location, llm_dtype(settings["llm_dtype"], settings["device"]))
+
+
+def check_llm_path(llm_path: str | None, gguf_file: str | None = None) -> LLMSource:
+    """Fail before any data is read if ``llm_path`` cannot be loaded later.
+
+    A local folder or GGUF file must hold a model of a family the plugin runs (its config is
+    read, not its weights); a GGUF file's architecture one transformers can dequantize. A hub
+    id must be well formed and, with downloads switched off (``HF_HUB_OFFLINE``/
+    ``TRANSFORMERS_OFFLINE``), already in the local cache; an uncached id is named in a
+    warning, since whether the network answers is known only when the model is built.
+    """
+    source = resolve(llm_path, gguf_file)
+    if source.kind == "gguf":
+        family_of(gguf_config(source.location))
+    elif source.kind == "folder":
+        family_of(AutoConfig.from_pretrained(source.location))
+    elif source.kind == "hub":
+        check_hub_id(source.location)
+    return source
 
 
 def family_of(config: PretrainedConfig) -> type[Backbone]:

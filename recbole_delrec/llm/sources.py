@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from logging import getLogger
 from pathlib import Path
 from typing import Any
 
@@ -142,23 +143,6 @@ def wheel_file(name: str) -> Path:
     )
 
 
-def check_llm_path(llm_path: str | None, gguf_file: str | None = None) -> LLMSource:
-    """Fail before any data is read if ``llm_path`` cannot be loaded later.
-
-    A GGUF file's architecture must be one transformers can dequantize (its header is read,
-    not its weights).  A hub id must be well formed and, with downloads switched off
-    (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``), already in the local cache; an uncached id
-    is named in a warning, since whether the network answers is known only when the model is
-    built.
-    """
-    source = resolve(llm_path, gguf_file)
-    if source.kind == "gguf":
-        gguf_config(source.location)
-    if source.kind == "hub" and not isinstance(try_to_load_from_cache(source.location, "config.json"), str):
-        _uncached(source.location)
-    return source
-
-
 def gguf_config(file: str):
     """The model configuration in a GGUF file's header; a clear error for what transformers
     cannot read (a missing package, an unsupported architecture)."""
@@ -177,9 +161,10 @@ def gguf_config(file: str):
         ) from err
 
 
-def _uncached(hub_id: str) -> None:
-    from logging import getLogger
-
+def check_hub_id(hub_id: str) -> None:
+    """A hub id not in the local cache is an error when downloads are switched off, else a warning."""
+    if isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+        return
     advice = (
         f"download it where there is network access (`huggingface-cli download {hub_id}`, or "
         f"`save_pretrained` to a folder), then set llm_path to that folder."
