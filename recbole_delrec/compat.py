@@ -1,7 +1,8 @@
 """The one place that mends RecBole 1.2.1 where it is broken for us (current torch, CPUs).
 
 Nothing here runs on import: :func:`apply` applies the patches of :data:`PATCHES`, and only
-:func:`recbole_delrec.register` calls it (every entry point of the plugin does).  Each patch
+:func:`recbole_delrec.register` calls it (every entry point of the plugin does, and so does
+RecBole's first lookup of a plugin model: :mod:`recbole_delrec.registry`).  Each patch
 names the RecBole/torch problem it works around; ``tests/test_registration.py`` has a test per
 patch that fails without it.
 
