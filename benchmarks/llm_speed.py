@@ -254,7 +254,9 @@ def import_product(no_recbole: bool) -> SimpleNamespace:
     from recbole_delrec.data.candidates import candidates_per_prompt
     from recbole_delrec.data.titles import TitleTokens, normalize_title
     from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, allocate_ranks, orthogonal_penalty
-    from recbole_delrec.llm.backbone import family_of, llm_dtype, load_backbone, set_speed_options
+    from recbole_delrec.llm.backbone import set_speed_options
+    from recbole_delrec.llm.loading import family_of, load_backbone
+    from recbole_delrec.llm.precision import llm_dtype
     from recbole_delrec.llm.scoring import PromptBatch
     from recbole_delrec.llm.soft_prompt import SoftPrompt
     from recbole_delrec.llm.t5 import Seq2SeqBackbone

@@ -32,7 +32,7 @@ ZERO_SHOT = {"n_soft_tokens": 0, "delrec_tasks": [], "epochs": 0, "baselines": [
 
 def load_times(device: str) -> dict[str, float]:
     """Seconds to load SmolLM2 from its GGUF file (dequantizing) and from the cached folder."""
-    from recbole_delrec.llm.backbone import load_backbone
+    from recbole_delrec.llm.loading import load_backbone
 
     with tempfile.TemporaryDirectory() as folder:
         settings = {"llm_path": "smollm2-135m-instruct", "llm_gguf_file": None, "llm_dtype": "auto",

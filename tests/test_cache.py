@@ -122,7 +122,7 @@ def test_the_llm_is_known_by_its_files_not_only_its_name(tiny_data, tmp_path):
     assert soft_prompt_key(local, train._dataset) == first
     (folder / "config.json").write_text('{"d_model": 64}')  # another model saved into the same folder
     assert soft_prompt_key(local, train._dataset) != first
-    assert llm_identity(None, "float32") != llm_identity(None, "bfloat16")
+    assert llm_identity(changed(config, llm_dtype="float32")) != llm_identity(changed(config, llm_dtype="bfloat16"))
 
 
 def test_the_training_split_is_in_every_key(tiny_data, saved_dir):
@@ -265,7 +265,7 @@ def test_every_setting_stage1_reads_is_declared(tiny_data, stage1_view, tmp_path
     model = DELRec(stage1_view, dataset)  # titles, templates, LLM, prompts, soft prompt
     model.attach_teacher(frozen_teacher)
     SoftPromptDistiller(model, stage1_view).fit(dataset)
-    assert {"title_field", "title_year_field", "llm_dtype", "prompt_template_dir"} <= stage1_view.read
+    assert {"title_field", "title_year_field", "llm_path", "prompt_template_dir"} <= stage1_view.read
     assert_declared(stage1_view.read - declared)
 
     whole = RecordingConfig(stage1_view)  # the artefact step around it: key, load or distil, save

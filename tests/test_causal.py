@@ -10,7 +10,7 @@ from peft import TaskType
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from recbole_delrec.llm.adapters import add_adalora
-from recbole_delrec.llm.backbone import family_of, load_backbone
+from recbole_delrec.llm.loading import family_of, load_backbone
 from recbole_delrec.llm.causal import CausalBackbone, CausalScorer
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
@@ -176,7 +176,7 @@ def test_run_tslrec_on_a_causal_llm(tmp_path):
 def test_a_folder_of_another_kind_of_model_stops_before_any_data_is_read(tmp_path):
     from transformers import ViTConfig
 
-    from recbole_delrec.llm.backbone import check_llm_path
+    from recbole_delrec.llm.loading import check_llm_path
 
     ViTConfig().save_pretrained(tmp_path / "vit")
     with pytest.raises(ValueError, match="neither an encoder-decoder"):

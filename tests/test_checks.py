@@ -147,7 +147,7 @@ def test_llm_path_folder_without_config(toy, tmp_path):
 
 def test_llm_path_malformed_hub_id(toy):
     toy["llm_path"] = "google//flan-t5"
-    fails_fast(toy, "neither an existing folder nor a hub id", "google/flan-t5-xl")
+    fails_fast(toy, "neither an existing folder or .gguf file, nor a known short name", "smollm2-135m-instruct")
 
 
 def test_llm_path_not_cached_while_offline(toy, monkeypatch, tmp_path):

@@ -54,7 +54,8 @@ def test_local_llm_path_loads_real_weights(tiny_data, tmp_path):
                                              num_layers=1, num_decoder_layers=1, decoder_start_token_id=0))
     t5.save_pretrained(tmp_path / "t5")
     tokenizer.save_pretrained(tmp_path / "t5")
-    local = isolated_config("DELRec", "ml-100k", tiny_dict(tmp_path / "saved", llm_path=str(tmp_path / "t5")))
+    local = isolated_config("DELRec", "ml-100k", tiny_dict(tmp_path / "saved", llm_path=str(tmp_path / "t5"),
+                                                          llm_dtype="float32"))
     init_seed(local["seed"], True)
     model = DELRec(local, train._dataset)
     shared = model.llm.get_base_model().shared.weight

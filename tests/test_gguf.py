@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_delrec.llm.backbone import check_llm_path, load_backbone
+from recbole_delrec.llm.loading import check_llm_path, load_backbone
 from tests.tiny_llms import write_tiny_gguf
 
 

@@ -5,7 +5,8 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from recbole_delrec.llm.backbone import load_backbone, use_fused_gelu
+from recbole_delrec.llm.backbone import use_fused_gelu
+from recbole_delrec.llm.loading import load_backbone
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.t5 import PackedTitles, Seq2SeqScorer, train_tokenizer
 from recbole_delrec.llm.soft_prompt import SoftPrompt

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recbole_delrec.llm.backbone import load_backbone
+from recbole_delrec.llm.loading import load_backbone
 from recbole_delrec.llm.causal import CausalBackbone
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt

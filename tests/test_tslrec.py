@@ -17,7 +17,7 @@ from transformers.models.t5.modeling_t5 import T5Stack
 
 from recbole_delrec.runs.artifacts import load_tensors
 from recbole_delrec.config import hidden_command_line, isolated_config
-from recbole_delrec.llm.backbone import load_backbone
+from recbole_delrec.llm.loading import load_backbone
 from recbole_delrec.tslrec.model import TSLRec
 from recbole_delrec.tslrec.gated import GatedItemEmbedding, GroupedItemEmbedding
 from recbole_delrec.tslrec.grouping import item_groups, kmeans, preference_targets, user_sequences

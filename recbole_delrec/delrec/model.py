@@ -31,7 +31,8 @@ from recbole_delrec.data.candidates import (CandidateSampler, candidates_per_pro
 from recbole_delrec.data.losses import log_history_cuts, log_title_losses
 from recbole_delrec.evaluation.baselines import check_baselines
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
-from recbole_delrec.llm.backbone import Backbone, check_llm_path, load_backbone, set_speed_options
+from recbole_delrec.llm.backbone import Backbone, set_speed_options
+from recbole_delrec.llm.loading import check_llm_path, load_backbone
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.sources import SCRATCH
 from recbole_delrec.llm.soft_prompt import SoftPrompt

@@ -198,12 +198,14 @@ def load_run(
 
 
 def _loaded_llm(load: str) -> dict[str, Any]:
-    """A scratch-T5 run carries its frozen LLM in its folder: load that one, same adapters."""
+    """A scratch-T5 run carries its frozen LLM in its folder: load that one (float32, as it was
+    built), same adapters."""
     run = RunDirectory.open(load)
     if not run.llm.is_dir():
         return {}
     final = run.final_values()
-    return {"llm_path": str(run.llm), "adalora": {**final["adalora"], **(final.get("scratch_adalora") or {})}}
+    return {"llm_path": str(run.llm), "llm_dtype": "float32",
+            "adalora": {**final["adalora"], **(final.get("scratch_adalora") or {})}}
 
 
 def _attach_finished_run(rec_model, trainer, config: Config, load: str, train_dataset) -> None:

@@ -5,38 +5,25 @@ holds: token ids of prompt pieces and titles (as they read inside running text),
 around a template's text (a chat template, or none), a candidate scorer, the body and pooling
 that TSLRec reads, PEFT's task type.  Each family is one file beside this one
 (:mod:`~recbole_delrec.llm.t5`: encoder-decoder; :mod:`~recbole_delrec.llm.causal`:
-decoder-only) and registers itself in :data:`FAMILIES`; which one holds a checkpoint is read
-from its config (``is_encoder_decoder``, the causal-LM mapping), never from its name.
-
-``llm_path`` is resolved by :mod:`~recbole_delrec.llm.sources`; a GGUF file is dequantized
-once and cached as a ``save_pretrained`` folder under ``checkpoint_dir``, keyed by the file's
-content (the one cache scheme of :mod:`recbole_delrec.runs.cache`).
+decoder-only); :mod:`~recbole_delrec.llm.loading` picks the one that runs a checkpoint from its
+config (``is_encoder_decoder``, the causal-LM mapping), never from its name.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from logging import getLogger
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-import transformers
 from peft import TaskType
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.activations import ACT2FN, NewGELUActivation
 
-from recbole_delrec.llm.sources import LLMSource, check_hub_id, gguf_config, resolve
-from recbole_delrec.runs.artifacts import atomic_dir, fingerprint
-from recbole_delrec.runs.cache import artifact_path, load_or_make
+from recbole_delrec.llm.sources import LLMSource
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: Attention kernels the candidate scorers build masks for.
 ATTENTION_KERNELS = ("sdpa", "eager")
-#: The families, most specific first; a family file appends its class when imported.
-FAMILIES: list[type["Backbone"]] = []
 
 
 class Backbone:
@@ -48,10 +35,6 @@ class Backbone:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: LLMSource) -> None:
         self.model, self.tokenizer, self.source = model, tokenizer, source
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        FAMILIES.append(cls)
 
     @classmethod
     def handles(cls, config: PretrainedConfig) -> bool:
@@ -121,122 +104,6 @@ class Backbone:
     def pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``(B, width)`` summary of ``(B, L, width)`` states over the real (mask) positions."""
         raise NotImplementedError
-
-
-def load_backbone(settings: Mapping[str, Any], corpus: Iterable[str]) -> Backbone:
-    """The LLM of ``llm_path`` (``llm_gguf_file``, ``llm_dtype``, on ``device``), or the scratch T5.
-
-    ``settings``: a RecBole config (or a dict with those keys, ``scratch_llm`` and
-    ``checkpoint_dir``); ``corpus``: the texts a scratch tokenizer is trained on.
-    """
-    source = resolve(settings["llm_path"], settings["llm_gguf_file"])
-    if source.kind == "scratch":
-        from recbole_delrec.llm.t5 import Seq2SeqBackbone
-
-        return Seq2SeqBackbone.scratch(settings["scratch_llm"], corpus)
-    location = source.location
-    if source.kind == "gguf":
-        location = str(dequantized_folder(source, settings["checkpoint_dir"]))
-    return _pretrained(source, location, llm_dtype(settings["llm_dtype"], settings["device"]))
-
-
-def check_llm_path(llm_path: str | None, gguf_file: str | None = None) -> LLMSource:
-    """Fail before any data is read if ``llm_path`` cannot be loaded later.
-
-    A local folder or GGUF file must hold a model of a family the plugin runs (its config is
-    read, not its weights); a GGUF file's architecture one transformers can dequantize. A hub
-    id must be well formed and, with downloads switched off (``HF_HUB_OFFLINE``/
-    ``TRANSFORMERS_OFFLINE``), already in the local cache; an uncached id is named in a
-    warning, since whether the network answers is known only when the model is built.
-    """
-    source = resolve(llm_path, gguf_file)
-    if source.kind == "gguf":
-        family_of(gguf_config(source.location))
-    elif source.kind == "folder":
-        family_of(AutoConfig.from_pretrained(source.location))
-    elif source.kind == "hub":
-        check_hub_id(source.location)
-    return source
-
-
-def family_of(config: PretrainedConfig) -> type[Backbone]:
-    """The family that runs a checkpoint with this config."""
-    import recbole_delrec.llm.causal  # noqa: F401  (the families register themselves)
-    import recbole_delrec.llm.t5  # noqa: F401
-
-    for family in FAMILIES:
-        if family.handles(config):
-            return family
-    raise ValueError(
-        f"The LLM's config is a '{config.model_type}' model, which is neither an encoder-decoder (T5 family) "
-        f"nor a causal language model that transformers' AutoModelForCausalLM knows: give a Flan-T5 or a "
-        f"decoder-only LLM (Llama, Qwen2, Gemma, SmolLM, ...) as llm_path."
-    )
-
-
-def _pretrained(source: LLMSource, location: str, dtype: torch.dtype) -> Backbone:
-    try:
-        family = family_of(AutoConfig.from_pretrained(location))
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        model = family.auto_class.from_pretrained(location, dtype=dtype)
-    except OSError as err:
-        raise OSError(
-            f"Could not load llm_path '{source.location}' ({err}). Without network access, download "
-            f"the model elsewhere (e.g. `huggingface-cli download {source.location}`) and set llm_path "
-            f"to that local directory."
-        ) from err
-    getLogger().info(f"LLM: loaded '{source.name}' ({family.family}, {model.num_parameters() / 1e6:.1f} M "
-                     f"parameters, {dtype})")
-    return family(model, tokenizer, source)
-
-
-def dequantized_folder(source: LLMSource, checkpoint_dir: str | Path) -> Path:
-    """The GGUF file dequantized once into a ``save_pretrained`` folder, keyed by its content."""
-    # transformers' dequantizer is part of what the folder holds: its major version is in the key
-    key = fingerprint({**source.identity("float32"), "transformers": transformers.__version__.split(".")[0]})
-    folder = artifact_path(checkpoint_dir, "llm", (source.name,), key).with_suffix("")
-    return load_or_make(folder, lambda path: path, lambda path: _dequantize(source.location, path))
-
-
-def _dequantize(file: str, folder: Path) -> Path:
-    """Dequantize a GGUF file with transformers and save it as a plain float32 checkpoint."""
-    start, path = time.time(), Path(file)
-    family = family_of(gguf_config(file))
-    model = family.auto_class.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    # The weights are dequantized already; the GGUF quantizer only forbids saving them.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-
-    atomic_dir(folder, write)
-    getLogger().info(f"LLM: dequantized '{file}' into '{folder}' in {time.time() - start:.1f} s (reused from now on)")
-    return folder
-
-
-def llm_dtype(name: str, device: torch.device | str | None = None) -> torch.dtype:
-    """The dtype of ``llm_dtype``; ``auto`` is bfloat16 where ``device`` computes it fast
-    (a CUDA GPU with bf16, a CPU with AMX or AVX-512 BF16), float32 elsewhere."""
-    if name == "auto":
-        return torch.bfloat16 if fast_bfloat16(torch.device(device or "cpu")) else torch.float32
-    if name not in DTYPES:
-        raise ValueError(f"llm_dtype '{name}' is not one of {sorted(DTYPES) + ['auto']}.")
-    return DTYPES[name]
-
-
-def fast_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` has bfloat16 matmul units (on this project's CPUs bf16 runs ~5x float32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
 
 
 def set_speed_options(model: nn.Module, attention: str, fused_gelu: bool, gradient_checkpointing: bool) -> None:

@@ -31,6 +31,7 @@ import torch
 from filelock import FileLock
 
 from recbole_delrec import distributed
+from recbole_delrec.llm.precision import dtype_name
 from recbole_delrec.llm.sources import looks_local, resolve
 from recbole_delrec.runs.artifacts import file_identity, fingerprint  # noqa: F401  (file_identity: keys of files)
 
@@ -55,10 +56,7 @@ def file_safe(name: str) -> str:
 def llm_identity(config) -> dict[str, Any]:
     """What the LLM is, for a key: which model, which files, computed in which dtype
     (:meth:`~recbole_delrec.llm.sources.LLMSource.identity`; ``auto`` resolved on this device)."""
-    from recbole_delrec.llm.backbone import llm_dtype
-
-    dtype = str(llm_dtype(config["llm_dtype"], config["device"])).removeprefix("torch.")
-    return resolve(config["llm_path"], config["llm_gguf_file"]).identity(dtype)
+    return resolve(config["llm_path"], config["llm_gguf_file"]).identity(dtype_name(config["llm_dtype"], config["device"]))
 
 
 def split_fingerprint(dataset) -> str:

@@ -33,7 +33,7 @@ from torch import nn
 
 from recbole_delrec.config import isolated_config
 from recbole_delrec.data import checks
-from recbole_delrec.llm.backbone import check_llm_path
+from recbole_delrec.llm.loading import check_llm_path
 from recbole_delrec.teacher import GENERAL_KEYS, teacher_class
 from recbole_delrec.tslrec.gated import GatedItemEmbedding, GroupedItemEmbedding
 from recbole_delrec.tslrec.sft import instruction, tslrec_template

@@ -25,7 +25,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
-from recbole_delrec.llm.backbone import load_backbone
+from recbole_delrec.llm.loading import load_backbone
 from recbole_delrec.llm.sources import resolve
 from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 from recbole_delrec.runs.cache import artifact_key, artifact_path, llm_identity, load_or_make, split_fingerprint
