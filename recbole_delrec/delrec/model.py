@@ -26,7 +26,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 
 from recbole_delrec.data import checks
-from recbole_delrec.data.candidates import (CandidateSampler, candidates_per_prompt, check_candidates,
+from recbole_delrec.data.candidates import (CandidateSampler, check_candidates,
                                             saved_candidate_sets)
 from recbole_delrec.data.losses import log_history_cuts, log_title_losses
 from recbole_delrec.evaluation.baselines import check_baselines
@@ -70,7 +70,8 @@ class DELRec(SequentialRecommender):
         log_title_losses(dataset.dataset_name, self.item_text.n_fallback, dataset.item_num - 1, prompt_titles, scored_titles)
         self.max_prompt_tokens = config["max_prompt_tokens"]
         self.prompts = self._builders(config, templates, backbone, prompt_titles.ids)
-        n_candidates = candidates_per_prompt(config)
+        check_candidates(config)  # RecBole's run_recbole runs no plugin check: resolved before anything reads it
+        n_candidates = config["n_candidates"]
         for task in self.tasks(config):  # before the teacher trains (the trainer trains it in fit)
             checks.prompt_fits(config, task, self.prompts[task].longest(n_candidates), n_candidates)
         self.soft_prompt = SoftPrompt.from_vocabulary(

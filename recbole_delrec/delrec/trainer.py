@@ -29,7 +29,7 @@ from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
 from recbole_delrec.llm.sources import SCRATCH
-from recbole_delrec.data.candidates import CandidateSets, check_candidates, saved_candidate_sets
+from recbole_delrec.data.candidates import CandidateSets, saved_candidate_sets
 from recbole_delrec.data.prefixes import stage2_prefixes
 from recbole_delrec.evaluation import scoring
 from recbole_delrec.evaluation.cost import StageCosts
@@ -43,7 +43,6 @@ class DELRecTrainer(Trainer):
 
     def __init__(self, config, model) -> None:
         super().__init__(config, model)
-        check_candidates(config)  # RecBole's run_recbole runs no plugin check: resolved before anything reads it
         self.global_step = 0
         self.optimizer.register_step_post_hook(self._after_step)
         self.delrec = model

@@ -142,12 +142,19 @@ class PromptBuilder:
         nothing for a causal LM, whose answer follows)."""
         self.pieces = _split(_fill_static(template, static))
         self.slots = [p for kind, p in self.pieces if kind == "slot"]
-        self.literal_ids = {i: encode(p) for i, (kind, p) in enumerate(self.pieces) if kind == "text"}
+        self.n_soft, self.max_tokens = n_soft, max_tokens
+        self.literal_ids = {i: encode(self._shown(i)) for i, (kind, _) in enumerate(self.pieces) if kind == "text"}
         self.item_ids = item_token_ids
         self.sep_ids = encode(LIST_SEPARATOR.strip())
-        self.n_soft, self.max_tokens = n_soft, max_tokens
         self.pad_id, self.end_ids = pad_id, list(end_ids)
         self.cuts = HistoryCuts()
+
+    def _shown(self, index: int) -> str:
+        """A literal piece as the prompt shows it: after an empty soft prompt (``n_soft_tokens: 0``)
+        its leading spaces go, so an LLM reads "Following ...", not " Following ..."."""
+        text = self.pieces[index][1]
+        after_soft = index > 0 and self.pieces[index - 1] == ("slot", SOFT_SLOT)
+        return text.lstrip(" ") if after_soft and not self.n_soft else text
 
     def build(self, **values: SlotValue) -> PromptIds:
         """Token ids of the prompt for these slot values (item ids), truncated to fit.
