@@ -159,6 +159,11 @@ def _model_and_dataset(values: Mapping[str, Any], config_file_list: Sequence[str
     return merged.get("model", "DELRec"), merged.get("dataset", "ml-100k")
 
 
+#: What every trial sets unless told otherwise: a sweep chooses by validation, so each trial
+#: validates after every epoch (the default budget's ``eval_step: 0`` would leave it blind).
+SWEEP = {"eval_step": 1}
+
+
 # ---------------------------------------------------------------------------- RecBole HyperTuning
 def objective_function(config_dict: dict[str, Any] | None = None, config_file_list: list[str] | None = None,
                        saved: bool = True) -> dict[str, Any]:
@@ -167,7 +172,7 @@ def objective_function(config_dict: dict[str, Any] | None = None, config_file_li
     Runs :func:`~recbole_delrec.delrec.quick_start.run_delrec` with the command line hidden (the
     tuning script's own flags are no configuration) and returns RecBole's result dict.
     """
-    values = whole_numbers(dict(config_dict or {}))
+    values = {**SWEEP, **whole_numbers(dict(config_dict or {}))}
     model, dataset = _model_and_dataset(values, config_file_list)
     with hidden_command_line():
         result = run_delrec(model, dataset, config_file_list, values, saved)
@@ -185,7 +190,7 @@ def train_trial(params: dict[str, Any], model: str, dataset: str, base: dict[str
     """
     from ray.air import session
 
-    values = {**base, **_device_values(base), **whole_numbers(plain_value(params))}
+    values = {**SWEEP, **base, **_device_values(base), **whole_numbers(plain_value(params))}
     register()
     config = isolated_config(model, dataset, values)
     _set_threads()

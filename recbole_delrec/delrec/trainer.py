@@ -93,8 +93,6 @@ class DELRecTrainer(Trainer):
         if self._resume is not None:
             self._restore_random_state(stage2)
         self.costs.start()
-        if self.epochs == 0:  # no stage 2: the LLM as it is (zero-shot, or stage 1's soft prompt alone)
-            self._save_checkpoint(-1, verbose=verbose)
         result = super().fit(stage2, valid_data, verbose, saved, show_progress, self._after_validation(stage2, callback_fn))
         self.timings["stage2_seconds"] = self.costs.stop("stage2")
         distributed.check_synchronised(self.delrec.trainable_state_dict(), "DELRec's trained weights")

@@ -1,0 +1,177 @@
+"""The paper's claims on a real LLM (SmolLM2): the seeded main table, split by seed.
+
+    python benchmarks/claims.py --seed=2020 [row ...]    # run rows of one seed (all by default)
+    python benchmarks/claims.py --table                 # the table from the committed records
+
+Each row is one run of the plugin's own ``run_delrec`` with the overrides of :data:`ROWS`, on
+the default budget of the main command, all rows of a seed on the same candidate sets (the
+``delrec`` row draws them; every other row loads them with ``candidates_path``).  The
+``delrec`` row also scores the teacher, GRU4Rec, Caser and popularity (``baselines``).  Each
+finished row's per-user records and its result (timings, stage-1 fidelity) are copied under
+``benchmarks/results/claims/<dataset>/seed-<seed>/`` at once, so a table too long for one
+session is completed by seed, on any machine, without rerunning what is done.
+
+``--table`` merges each seed's rows into one records frame (``rank.<row>`` per row), runs the
+project's summary over the seeds (means with 95% intervals, DELRec's paired tests against every
+row with Holm's correction over the table's family, activity and popularity buckets) and writes
+``benchmarks/results/<prefix>.json`` with the keys ``<row>.<metric>.mean``/``.ci95``,
+``delrec_vs_<row>.<metric>.pvalue``/``.pvalue_holm``, ``buckets.*``, ``stage1.fidelity.*``
+and ``seeds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: Each row's overrides of the main command's settings.
+ROWS = {
+    "delrec": {"baselines": ["GRU4Rec", "Caser", "Pop"]},
+    "no_soft_prompt": {"n_soft_tokens": 0},
+    "random_soft_prompt": {"delrec_tasks": []},
+    "ta_only": {"delrec_tasks": ["ta"]},
+    "rps_only": {"delrec_tasks": ["rps"]},
+    "zeroshot": {"n_soft_tokens": 0, "delrec_tasks": [], "epochs": 0},
+    "delrec_full_budget": {"config_files": ["properties/overall/full-budget.yaml"]},
+    "no_soft_prompt_full_budget": {"n_soft_tokens": 0, "config_files": ["properties/overall/full-budget.yaml"]},
+}
+#: Rows the ``delrec`` run scores beside DELRec (their records columns).
+BASELINE_ROWS = {"teacher": "teacher", "gru4rec": "gru4rec", "caser": "caser", "pop": "pop"}
+DEFAULT_ROWS = [r for r in ROWS if not r.endswith("full_budget")]
+
+
+def seed_dir(dataset: str, seed: int) -> Path:
+    return RESULTS / "claims" / dataset / f"seed-{seed}"
+
+
+def run_row(row: str, seed: int, dataset: str, checkpoint_dir: str) -> dict:
+    """One row of one seed through ``run_delrec``; its records and result kept at once."""
+    from recbole_delrec import run_delrec
+    from recbole_delrec.config import hidden_command_line
+
+    overrides = dict(ROWS[row])
+    files = overrides.pop("config_files", None)
+    values = {"seed": seed, "checkpoint_dir": checkpoint_dir, "show_progress": False, **overrides}
+    if row != "delrec":
+        values["candidates_path"] = str(seed_dir(dataset, seed) / "delrec.candidates.parquet")
+    with hidden_command_line():
+        result = run_delrec(model="DELRec", dataset=dataset, config_file_list=files, config_dict=values)
+    keep(result, row, seed_dir(dataset, seed))
+    return result
+
+
+def keep(result: dict, row: str, folder: Path) -> None:
+    """The row's per-user records, their description, its candidate sets and a small result."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run = Path(result["run_dir"])
+    shutil.copyfile(result["records"], folder / f"{row}.records.parquet")
+    shutil.copyfile(run / "records.json", folder / f"{row}.records.json")
+    if row == "delrec":
+        shutil.copyfile(run / "candidates.parquet", folder / "delrec.candidates.parquet")
+    small = {k: result[k] for k in ("test_result", "stage1_result", "timings", "loss_history", "valid_history")}
+    (folder / f"{row}.result.json").write_text(json.dumps(small, indent=2, sort_keys=True) + "\n")
+
+
+def merged_seed(folder: Path, out: Path) -> list[str]:
+    """One records frame for a seed: the ``delrec`` run's columns plus ``rank.<row>``/``top1.<row>``
+    of every other finished row (checked to be the same users and candidates)."""
+    import pandas as pd
+
+    base = pd.read_parquet(folder / "delrec.records.parquet")
+    meta = json.loads((folder / "delrec.records.json").read_text())
+    rows = ["delrec", *BASELINE_ROWS]
+    for path in sorted(folder.glob("*.records.parquet")):
+        row = path.name.removesuffix(".records.parquet")
+        if row == "delrec":
+            continue
+        other = pd.read_parquet(path)
+        if not other["user"].equals(base["user"]) or not all(
+                list(a) == list(b) for a, b in zip(other["candidates"], base["candidates"])):
+            raise ValueError(f"{path} holds other users or candidates than {folder / 'delrec.records.parquet'}.")
+        base[f"rank.{row}"], base[f"top1.{row}"] = other["rank.delrec"], other["top1.delrec"]
+        meta["models"][row] = row
+        rows.append(row)
+    out.mkdir(parents=True, exist_ok=True)
+    base.to_parquet(out / "records.parquet", index=False)
+    (out / "records.json").write_text(json.dumps(meta))
+    return rows
+
+
+def table(dataset: str, prefix: str, command: str, device: str) -> dict:
+    """Summarise every seed that has all the rows the first complete seed has."""
+    from recbole_delrec.evaluation.summary import evidence_records, summarise, summary_table
+
+    seeds = sorted(p for p in (RESULTS / "claims" / dataset).glob("seed-*") if (p / "delrec.records.parquet").is_file())
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = {p.name: merged_seed(p, Path(tmp) / p.name) for p in seeds}
+        common = set.intersection(*(set(rows) for rows in merged.values()))
+        folders = [Path(tmp) / name for name, rows in merged.items() if set(rows) == common]
+        for folder in folders:  # the rows every seed has, so the seeds form one table
+            _keep_columns(folder, common)
+        summary = summarise(folders)
+    print(summary_table(summary))
+    flat = evidence_records(summary)
+    flat.update(_fidelity(seeds))
+    date = datetime.date.today().isoformat()
+    records = [{"metric": f"{prefix}.{k}", "value": _rounded(k, v), "unit": "", "device": device, "date": date,
+                "command": command} for k, v in flat.items() if v is not None and not isinstance(v, (list, dict))]
+    (RESULTS / f"{prefix}.json").write_text(json.dumps(records, indent=2) + "\n")
+    return summary
+
+
+def _keep_columns(folder: Path, rows: set[str]) -> None:
+    import pandas as pd
+
+    frame = pd.read_parquet(folder / "records.parquet")
+    drop = [c for c in frame.columns if c.startswith(("rank.", "top1.")) and c.split(".", 1)[1] not in rows]
+    frame.drop(columns=drop).to_parquet(folder / "records.parquet", index=False)
+
+
+def _fidelity(seeds: list[Path]) -> dict[str, float]:
+    """Stage-1 fidelity before and after distillation, per seed and row that distilled."""
+    out = {}
+    for folder in seeds:
+        for path in folder.glob("*.result.json"):
+            stage1 = json.loads(path.read_text()).get("stage1_result") or {}
+            row = path.name.removesuffix(".result.json")
+            for key in ("fidelity_random", "fidelity_distilled"):
+                if key in stage1:
+                    out[f"stage1.{row}.{folder.name}.fidelity.{key.split('_')[1]}"] = stage1[key]
+    return out
+
+
+def _rounded(key: str, value: float) -> float:
+    return float(f"{value:.3g}") if key.endswith(("pvalue", "pvalue_holm")) else round(float(value), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rows", nargs="*", help=f"rows to run (default: {' '.join(DEFAULT_ROWS)})")
+    parser.add_argument("--seed", type=int, help="run the rows of this seed")
+    parser.add_argument("--table", action="store_true", help="only summarise the committed records")
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--prefix", default="ml100k.smollm2", help="metric prefix and results file name")
+    parser.add_argument("--checkpoint_dir", default="saved/claims", help="cached teachers, soft prompts, LLM")
+    parser.add_argument("--device-name", default="cpu-2core")
+    args = parser.parse_args()
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    if args.seed is not None:
+        rows = args.rows or DEFAULT_ROWS
+        for row in sorted(rows, key=lambda r: r != "delrec"):  # delrec first: it draws the candidates
+            if (seed_dir(args.dataset, args.seed) / f"{row}.records.parquet").is_file():
+                print(f"{row} of seed {args.seed} is done: skipped")
+                continue
+            run_row(row, args.seed, args.dataset, args.checkpoint_dir)
+    if args.table or args.seed is None:
+        table(args.dataset, args.prefix, command, args.device_name)
+
+
+if __name__ == "__main__":
+    main()
