@@ -1,6 +1,9 @@
 """The paper's claims on a real LLM (SmolLM2): the seeded main table, split by seed.
 
     python benchmarks/claims.py --seed=2020 [row ...]    # run rows of one seed (all by default)
+    python benchmarks/claims.py --seed=2020 --from-run=saved/<default run> delrec
+        # the delrec row from a finished default run of that seed: loaded and scored again
+        # beside the baselines (its stage 1 and stage 2 are not repeated)
     python benchmarks/claims.py --table                 # the table from the committed records
 
 Each row is one run of the plugin's own ``run_delrec`` with the overrides of :data:`ROWS`, on
@@ -51,8 +54,8 @@ def seed_dir(dataset: str, seed: int) -> Path:
     return RESULTS / "claims" / dataset / f"seed-{seed}"
 
 
-def run_row(row: str, seed: int, dataset: str, checkpoint_dir: str) -> dict:
-    """One row of one seed through ``run_delrec``; its records and result kept at once."""
+def run_row(row: str, seed: int, dataset: str, checkpoint_dir: str, from_run: str | None = None) -> dict:
+    """One row of one seed through ``run_delrec`` (or ``load`` of ``from_run``); kept at once."""
     from recbole_delrec import run_delrec
     from recbole_delrec.config import hidden_command_line
 
@@ -62,7 +65,11 @@ def run_row(row: str, seed: int, dataset: str, checkpoint_dir: str) -> dict:
     if row != "delrec":
         values["candidates_path"] = str(seed_dir(dataset, seed) / "delrec.candidates.parquet")
     with hidden_command_line():
-        result = run_delrec(model="DELRec", dataset=dataset, config_file_list=files, config_dict=values)
+        result = run_delrec(model="DELRec", dataset=dataset, config_file_list=files, config_dict=values, load=from_run)
+    if from_run:  # the finished run's own training figures
+        trained = json.loads((Path(from_run) / "result.json").read_text())
+        result.update({k: trained[k] for k in ("stage1_result", "loss_history", "valid_history")})
+        result["timings"] = {**trained["timings"], "rescored_test_seconds": result["timings"]["test_seconds"]}
     keep(result, row, seed_dir(dataset, seed))
     return result
 
@@ -159,6 +166,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--prefix", default="ml100k.smollm2", help="metric prefix and results file name")
     parser.add_argument("--checkpoint_dir", default="saved/claims", help="cached teachers, soft prompts, LLM")
+    parser.add_argument("--from-run", help="the delrec row from this finished run folder of --seed")
     parser.add_argument("--device-name", default="cpu-2core")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -168,7 +176,7 @@ def main() -> None:
             if (seed_dir(args.dataset, args.seed) / f"{row}.records.parquet").is_file():
                 print(f"{row} of seed {args.seed} is done: skipped")
                 continue
-            run_row(row, args.seed, args.dataset, args.checkpoint_dir)
+            run_row(row, args.seed, args.dataset, args.checkpoint_dir, args.from_run if row == "delrec" else None)
     if args.table or args.seed is None:
         table(args.dataset, args.prefix, command, args.device_name)
 
