@@ -26,8 +26,8 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import get_model, get_trainer, init_seed, set_color
 
 from recbole_delrec.config import isolated_config
-from recbole_delrec.runs.artifacts import load_tensors, save_tensors
-from recbole_delrec.runs.cache import artifact_key, artifact_path, file_identity, load_or_make, split_fingerprint
+from recbole_delrec.runs.artifacts import file_identity, load_tensors, save_tensors
+from recbole_delrec.runs.cache import artifact_key, artifact_path, load_or_make, split_fingerprint
 
 GENERAL_KEYS = ("seed", "reproducibility", "use_gpu", "gpu_id", "state", "show_progress",
                 "worker", "checkpoint_dir")

@@ -93,4 +93,7 @@ def test_popularity_scores_are_the_training_counts(tiny_data):
     rows = train._dataset.inter_feat[torch.arange(8)]
     counts = training_counts(train._dataset)[1]
     assert model.predict(rows).tolist() == counts[rows[model.POS_ITEM_ID].numpy()].tolist()
-    assert model.full_sort_predict(rows).shape == (8, train._dataset.item_num)
+    full = model.full_sort_predict(rows)
+    assert full.shape == (8, train._dataset.item_num) and torch.equal(full[3], torch.as_tensor(counts, dtype=torch.float32))
+    full[:, 0] = -1  # RecBole's full-sort evaluation writes into the scores (it masks padding and history)
+    assert model.counts[0] == counts[0]

@@ -122,7 +122,8 @@ def test_the_llm_is_known_by_its_files_not_only_its_name(tiny_data, tmp_path):
     assert soft_prompt_key(local, train._dataset) == first
     (folder / "config.json").write_text('{"d_model": 64}')  # another model saved into the same folder
     assert soft_prompt_key(local, train._dataset) != first
-    assert llm_identity(changed(config, llm_dtype="float32")) != llm_identity(changed(config, llm_dtype="bfloat16"))
+    assert llm_identity(changed(local, llm_dtype="float32")) != llm_identity(changed(local, llm_dtype="bfloat16"))
+    assert llm_identity(changed(config, llm_dtype="float32")) == llm_identity(changed(config, llm_dtype="bfloat16"))
 
 
 def test_the_training_split_is_in_every_key(tiny_data, saved_dir):

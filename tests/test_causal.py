@@ -16,7 +16,7 @@ from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.llm.sources import LLMSource
 from recbole_delrec.prompts import PromptIds
-from tests.tiny_llms import tiny_tokenizer
+from tests.tiny_llms import CHAT_TEMPLATE, tiny_tokenizer
 
 TITLES = [[5], [6, 7, 8], [9, 10], [11, 12, 13, 14], [15], [16, 17]]
 
@@ -95,6 +95,7 @@ def test_family_is_read_from_the_config():
 
     with pytest.raises(ValueError, match="neither an encoder-decoder"):
         family_of(ViTConfig())
+    assert family_of(__import__("transformers").T5Config()).family == "encoder-decoder"
 
 
 def test_chat_template_wraps_the_text_and_titles_read_as_running_text():
@@ -138,7 +139,7 @@ def test_load_backbone_picks_the_causal_family_from_a_folder(tmp_path):
                 "device": "cpu", "scratch_llm": {}, "checkpoint_dir": str(tmp_path)}
     backbone = load_backbone(settings, [])
     assert isinstance(backbone, CausalBackbone) and backbone.name == "llama"
-    assert backbone.prompt_end == [] and backbone.end_id == backbone.tokenizer.eos_token_id
+    assert backbone.end_id == backbone.tokenizer.convert_tokens_to_ids("<|im_end|>")  # what closes the turn
 
 
 # ---------------------------------------------------------------- whole runs on the tiny Llama
@@ -201,3 +202,38 @@ def test_without_a_soft_prompt_the_text_starts_without_a_stray_space():
         builder = PromptBuilder(backbone.wrap("{soft_prompt} Watch {history}."), {}, backbone.encode_piece, titles,
                                 n_soft, 64, backbone.pad_id, backbone.prompt_end)
         assert shown in backbone.tokenizer.decode(builder.build(history=[1]).input_ids)
+
+
+def test_the_answer_ends_on_the_token_that_closes_the_assistants_turn():
+    """Llama 3 closes a turn with <|eot_id|>, not its eos: the scored title must end on it."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|eot|>"]})
+    tokenizer.chat_template = CHAT_TEMPLATE.replace("<|im_end|>", "<|eot|>")
+    backbone = CausalBackbone(tiny_llama(len(tokenizer)), tokenizer, LLMSource("folder", "", "llama3-like"))
+    assert backbone.end_id == tokenizer.convert_tokens_to_ids("<|eot|>") != tokenizer.eos_token_id
+
+
+def test_a_tokenizer_that_opens_texts_with_bos_gets_it_in_front_of_the_prompt():
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = tiny_tokenizer(chat=False)
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A", special_tokens=[("<|im_start|>", bos)])
+    backbone = CausalBackbone(tiny_llama(len(tokenizer)), tokenizer, LLMSource("folder", "", "base"))
+    assert backbone.wrap("Watch {history}.") == "<|im_start|>Watch {history}.\n"
+    assert CausalBackbone(tiny_llama(300), tiny_tokenizer(chat=False), LLMSource("folder", "", "b")).wrap("x") == "x\n"
+
+
+def test_architectures_the_scorer_is_not_exact_for_are_refused():
+    from transformers import BloomConfig, GPT2Config
+
+    for config in (BloomConfig(), GPT2Config()):
+        with pytest.raises(ValueError, match="packed scorer is exact for"):
+            family_of(config)
+
+
+def test_llm_gguf_file_needs_a_folder_as_llm_path():
+    from recbole_delrec.llm.sources import resolve
+
+    with pytest.raises(ValueError, match="llm_gguf_file 'x.gguf' names a file in a folder"):
+        resolve("google/flan-t5-small", "x.gguf")

@@ -34,7 +34,6 @@ from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_pe
 from recbole_delrec.llm.backbone import Backbone, set_speed_options
 from recbole_delrec.llm.loading import check_llm_path, load_backbone
 from recbole_delrec.llm.scoring import PromptBatch
-from recbole_delrec.llm.sources import SCRATCH
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.data.prefixes import stage2_rows
 from recbole_delrec.prompts import PromptBuilder, check_template, domain_words, load_template, template_path
@@ -65,6 +64,7 @@ class DELRec(SequentialRecommender):
         templates = {t: load_template(t, config["domain"], config["prompt_template_dir"]) for t in TASKS}
         backbone = load_backbone(config, list(self.item_text.titles[1:]) + list(templates.values()))
         self.tokenizer, self.llm_source, self.pad_id = backbone.tokenizer, backbone.name, backbone.pad_id
+        self.llm_is_scratch = backbone.source.kind == "scratch"  # built here: the run folder keeps it
         prompt_titles = TitleTokens.cut(backbone.prompt_titles(self.item_text.titles), config["max_prompt_title_tokens"])
         scored_titles = TitleTokens.cut(backbone.answer_titles(self.item_text.titles), config["max_title_tokens"])
         log_title_losses(dataset.dataset_name, self.item_text.n_fallback, dataset.item_num - 1, prompt_titles, scored_titles)
@@ -148,7 +148,7 @@ class DELRec(SequentialRecommender):
     @staticmethod
     def _adalora_options(config, backbone: Backbone) -> dict:
         """The paper's AdaLoRA settings; the scratch T5 replaces some (``scratch_adalora``)."""
-        scratch = config["scratch_adalora"] if backbone.name == SCRATCH else None
+        scratch = config["scratch_adalora"] if backbone.source.kind == "scratch" else None
         return {**config["adalora"], **(scratch or {})}
 
     @staticmethod
@@ -262,9 +262,15 @@ class DELRec(SequentialRecommender):
         K candidate scorings per user, like the sampled protocol.
         """
         teacher_scores, top = self.retrieve(interaction)
-        llm = self.score_candidates(self.histories(interaction), top.cpu())
+        listed = self._listed(top.cpu(), interaction[self.USER_ID].tolist())
+        llm = self.score_listed(interaction, listed)
         base = teacher_scores.max(dim=1, keepdim=True).values + 1
-        return teacher_scores.scatter(1, top, base + llm - llm.min(dim=1, keepdim=True).values)
+        return teacher_scores.scatter(1, listed.to(top.device), base + llm - llm.min(dim=1, keepdim=True).values)
+
+    def _listed(self, top: torch.Tensor, users: list[int]) -> torch.Tensor:
+        """The teacher's top-K of each row in its user's seeded prompt order, not the teacher's
+        rank order: an LLM that favours the first listed candidate must not echo the teacher."""
+        return torch.stack([self.prompt_order(row, user) for row, user in zip(top, users)])
 
     def prompt_order(self, items: torch.Tensor, user: int, order: int = 0) -> torch.Tensor:
         """The distinct items in the order this user's prompt lists them (seeded by user).

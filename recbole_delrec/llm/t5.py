@@ -50,7 +50,9 @@ class Seq2SeqBackbone(Backbone):
 
     @classmethod
     def handles(cls, config: PretrainedConfig) -> bool:
-        return bool(getattr(config, "is_encoder_decoder", False))
+        """T5 and its multilingual variants: the scorer relies on T5's relative position bias
+        (a packed title scores as it does alone) and its decoder-output scaling."""
+        return config.model_type in ("t5", "mt5", "umt5")
 
     @classmethod
     def scratch(cls, arch: Mapping[str, Any], corpus: Iterable[str]) -> "Seq2SeqBackbone":

@@ -181,9 +181,9 @@ class PromptBuilder:
         """The same prompt as readable text (soft prompt shown as a marker): for --explain."""
         values = self._truncated(values)[0]
         out = []
-        for kind, piece in self.pieces:
+        for i, (kind, piece) in enumerate(self.pieces):
             if kind == "text":
-                out.append(piece)
+                out.append(self._shown(i))
             elif piece == SOFT_SLOT:
                 out.append(SOFT_MARKER.format(n=self.n_soft) if self.n_soft else "")
             else:

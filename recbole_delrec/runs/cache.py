@@ -33,7 +33,7 @@ from filelock import FileLock
 from recbole_delrec import distributed
 from recbole_delrec.llm.precision import dtype_name
 from recbole_delrec.llm.sources import looks_local, resolve
-from recbole_delrec.runs.artifacts import file_identity, fingerprint  # noqa: F401  (file_identity: keys of files)
+from recbole_delrec.runs.artifacts import fingerprint
 
 T = TypeVar("T")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")

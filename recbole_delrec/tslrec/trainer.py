@@ -35,11 +35,12 @@ from recbole_delrec.tslrec.sft import PreferenceLLM, augment, tokenizer_corpus, 
 
 #: Settings the knowledge step reads that shape the knowledge-enhanced embeddings.
 SHAPING = ("seed", "reproducibility", "teacher_model", "n_groups", "kmeans_iterations", "sft_epochs",
-           "sft_batch_size", "sft_learning_rate", "sft_history_length", "lora", "llm_path", "llm_gguf_file", "llm_dtype",
+           "sft_batch_size", "sft_learning_rate", "sft_history_length", "lora", "llm_path", "llm_gguf_file",
            "scratch_llm")
 #: Settings the knowledge step reads that do not change it, and why.
 NOT_SHAPING = {
     "knowledge_path": "a file to load instead: it is the artefact, not an input of it",
+    "llm_dtype": "in the key as the LLM's identity, resolved on this device (auto: bf16 or fp32); the scratch T5 ignores it",
     "checkpoint_dir": "where artefacts are kept",
     "prompt_template_dir": "where the template is read: its text is in the key",
     "domain": "which template is read: its text is in the key",

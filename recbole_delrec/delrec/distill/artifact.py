@@ -29,7 +29,7 @@ SHAPING = (
     "enable_amp", "enable_scaler", "n_candidates",
     # prompts, titles and the LLM they go through
     "teacher_model", "history_length", "MAX_ITEM_LIST_LENGTH", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens", "domain",
-    "title_field", "title_year_field", "llm_path", "llm_gguf_file", "llm_dtype", "scratch_llm",
+    "title_field", "title_year_field", "llm_path", "llm_gguf_file", "scratch_llm",
     "n_soft_tokens",
 )
 #: Settings stage 1 reads that do not change the soft prompt, and why.
@@ -41,6 +41,7 @@ NOT_SHAPING = {
     "show_progress": "progress bars",
     "device": "where it runs; the same computation",
     "local_rank": "which process writes; every rank distils the same prompt",
+    "llm_dtype": "in the key as the LLM's identity, resolved on this device (auto: bf16 or fp32); the scratch T5 ignores it",
     "llm_attention": "another kernel for the same attention function",
     "fused_gelu": "one kernel for the same GELU function",
     "gradient_checkpointing": "recomputes the same activations (a test compares the gradients)",
