@@ -17,7 +17,7 @@ session is completed by seed, on any machine, without rerunning what is done.
 ``--table`` merges each seed's rows into one records frame (``rank.<row>`` per row), runs the
 project's summary over the seeds (means with 95% intervals, DELRec's paired tests against every
 row with Holm's correction over the table's family, activity and popularity buckets) and writes
-``benchmarks/results/<prefix>.json`` with the keys ``<row>.<metric>.mean``/``.ci95``,
+``benchmarks/results/<prefix>.claims.json`` with the keys (each behind ``<prefix>.``) ``<row>.<metric>.mean``/``.ci95``,
 ``delrec_vs_<row>.<metric>.pvalue``/``.pvalue_holm``, ``buckets.*``, ``stage1.fidelity.*``
 and ``seeds``.
 """
@@ -59,6 +59,8 @@ def run_row(row: str, seed: int, dataset: str, checkpoint_dir: str, from_run: st
     from recbole_delrec import run_delrec
     from recbole_delrec.config import hidden_command_line
 
+    if from_run and json.loads((Path(from_run) / "records.json").read_text()).get("seed") != seed:
+        raise ValueError(f"--from-run {from_run} is not a run of --seed {seed}.")
     overrides = dict(ROWS[row])
     files = overrides.pop("config_files", None)
     values = {"seed": seed, "checkpoint_dir": checkpoint_dir, "show_progress": False, **overrides}
@@ -129,7 +131,7 @@ def table(dataset: str, prefix: str, command: str, device: str) -> dict:
     date = datetime.date.today().isoformat()
     records = [{"metric": f"{prefix}.{k}", "value": _rounded(k, v), "unit": "", "device": device, "date": date,
                 "command": command} for k, v in flat.items() if v is not None and not isinstance(v, (list, dict))]
-    (RESULTS / f"{prefix}.json").write_text(json.dumps(records, indent=2) + "\n")
+    (RESULTS / f"{prefix}.claims.json").write_text(json.dumps(records, indent=2) + "\n")
     return summary
 
 
