@@ -352,10 +352,8 @@ def build_prompts(product, text, titles, sequences, settings, seed) -> SimpleNam
     prompt_titles = product.TitleTokens.cut(text.prompt_titles(titles), settings["max_prompt_title_tokens"]).ids
     title_ids = product.TitleTokens.cut(text.answer_titles(titles), settings["max_title_tokens"]).ids  # scored
     static = {"teacher": settings["teacher_model"], **product.domain_words(settings["domain"])}
-    builder = product.PromptBuilder(
-        text.wrap(product.load_template("lsr", settings["domain"])), static, text.encode_piece, prompt_titles,
-        settings["n_soft_tokens"], settings["max_prompt_tokens"], text.pad_id, text.prompt_end,
-    )
+    builder = text.prompt_builder(product.load_template("lsr", settings["domain"]), static, prompt_titles,
+                                  settings["n_soft_tokens"], settings["max_prompt_tokens"])
     rng = np.random.default_rng(seed)
     all_items = np.arange(1, len(titles))
     prompts, candidates, labels = [], [], []

@@ -12,7 +12,6 @@ from recbole_delrec.llm.causal import CausalBackbone
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.llm.sources import wheel_file
-from recbole_delrec.prompts import PromptBuilder
 
 TITLES = ["[PAD]", "Star Wars (1977)", "The Empire Strikes Back (1980)", "Raiders of the Lost Ark (1981)",
           "Return of the Jedi (1983)", "Indiana Jones and the Last Crusade (1989)", "Sense and Sensibility (1995)",
@@ -35,10 +34,9 @@ def test_the_short_name_finds_the_wheels_file_without_importing_it():
 
 def test_smollm2_ranks_the_star_wars_sequels_above_unrelated_titles(smollm2):
     assert isinstance(smollm2, CausalBackbone) and smollm2.model.num_parameters() > 134e6
-    template = smollm2.wrap("The user has watched these movies, oldest first: {history}. Which movie will the user watch next?")
-    assert template.startswith("<|im_start|>") and template.endswith("<|im_start|>assistant\n")
-    builder = PromptBuilder(template, {}, smollm2.encode_piece, smollm2.prompt_titles(TITLES), 0, 1024,
-                            smollm2.pad_id, smollm2.prompt_end)
+    template = "The user has watched these movies, oldest first: {history}. Which movie will the user watch next?"
+    assert smollm2.wrap(template).startswith("<|im_start|>") and smollm2.wrap(template).endswith("<|im_start|>assistant\n")
+    builder = smollm2.prompt_builder(template, {}, smollm2.prompt_titles(TITLES), 0, 1024)
     prompt = builder.build(history=[1, 2, 3])
     candidates = torch.tensor([[*SEQUELS, *UNRELATED]])
     with torch.no_grad():

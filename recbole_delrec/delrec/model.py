@@ -138,10 +138,7 @@ class DELRec(SequentialRecommender):
     def _builders(self, config, templates, backbone: Backbone, title_ids) -> dict[str, PromptBuilder]:
         static = {"teacher": config["teacher_model"], **domain_words(config["domain"])}
         return {
-            task: PromptBuilder(
-                backbone.wrap(text), static, backbone.encode_piece, title_ids, self.n_soft,
-                config["max_prompt_tokens"], backbone.pad_id, backbone.prompt_end,
-            )
+            task: backbone.prompt_builder(text, static, title_ids, self.n_soft, config["max_prompt_tokens"])
             for task, text in templates.items()
         }
 

@@ -44,6 +44,8 @@ def check_baselines(config) -> None:
     if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
         raise ValueError(f"baseline_config must map a baseline's name to its settings, found {settings!r}: "
                          f"e.g. baseline_config: {{GRU4Rec: {{epochs: 5}}}}.")
+    if POPULARITY in settings:
+        raise ValueError(f"baseline_config has settings for {POPULARITY}, which is counted, not trained: remove them.")
     stray = sorted(set(settings) - set(names))
     if stray:
         raise ValueError(f"baseline_config has settings for {stray}, which are not in baselines {names}: "

@@ -11,7 +11,7 @@ config (``is_encoder_decoder``, the causal-LM mapping), never from its name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -21,6 +21,7 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 from transformers.activations import ACT2FN, NewGELUActivation
 
 from recbole_delrec.llm.sources import LLMSource
+from recbole_delrec.prompts import PromptBuilder
 
 #: Attention kernels the candidate scorers build masks for.
 ATTENTION_KERNELS = ("sdpa", "eager")
@@ -90,6 +91,14 @@ class Backbone:
     def wrap(self, template: str) -> str:
         """A template's text as this model reads instructions (a chat template, or as it is)."""
         return template
+
+    def prompt_builder(self, template: str, static: Mapping[str, str], title_ids: Sequence[Sequence[int]],
+                       n_soft: int, max_tokens: int) -> PromptBuilder:
+        """A :class:`~recbole_delrec.prompts.PromptBuilder` for ``template`` as this model reads it:
+        wrapped (:meth:`wrap`), its pieces and ``title_ids`` (:meth:`prompt_titles`) tokenised in
+        running text, closed by :attr:`prompt_end`."""
+        return PromptBuilder(self.wrap(template), static, self.encode_piece, title_ids, n_soft, max_tokens,
+                             self.pad_id, self.prompt_end)
 
     # ------------------------------------------------------------------ computation
     def scorer(self, title_ids: Sequence[Sequence[int]]):

@@ -105,8 +105,12 @@ def _dequantize(file: str, folder: Path) -> Path:
     """Dequantize a GGUF file with transformers and save it as a plain float32 checkpoint."""
     start, path = time.time(), Path(file)
     family = family_of(gguf_config(file))
+    try:  # the tokenizer first: it fails in seconds where the weights take minutes
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (ValueError, KeyError, OSError, NotImplementedError) as err:
+        raise ValueError(f"transformers cannot rebuild the tokenizer of the GGUF file '{file}' ({err}): use a "
+                         f"`save_pretrained` folder of the same model as llm_path instead.") from err
     model = family.auto_class.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     # The weights are dequantized already; the GGUF quantizer only forbids saving them.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

@@ -27,7 +27,7 @@ def llm_dtype(name: str, device: torch.device | str | None = None) -> torch.dtyp
 def fast_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` has bfloat16 matmul units (on this project's CPUs bf16 runs ~5x float32)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 is slow
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
