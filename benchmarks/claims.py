@@ -84,7 +84,8 @@ def keep(result: dict, row: str, folder: Path) -> None:
     shutil.copyfile(run / "records.json", folder / f"{row}.records.json")
     if row == "delrec":
         shutil.copyfile(run / "candidates.parquet", folder / "delrec.candidates.parquet")
-    small = {k: result[k] for k in ("test_result", "stage1_result", "timings", "loss_history", "valid_history")}
+    small = {k: result[k] for k in ("test_result", "stage1_result", "timings", "loss_history", "valid_history",
+                                    "cost", "row_keys")}
     (folder / f"{row}.result.json").write_text(json.dumps(small, indent=2, sort_keys=True) + "\n")
 
 
@@ -110,7 +111,22 @@ def merged_seed(folder: Path, out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     base.to_parquet(out / "records.parquet", index=False)
     (out / "records.json").write_text(json.dumps(meta))
+    (out / "result.json").write_text(json.dumps(_costs(folder, rows)))
     return rows
+
+
+def _costs(folder: Path, rows: list[str]) -> dict:
+    """The summary's ``row_keys``/``cost`` for the merged rows: the ``delrec`` run's own rows, and
+    each other row's DELRec cost under the row's name."""
+    results = {p.name.removesuffix(".result.json"): json.loads(p.read_text()) for p in folder.glob("*.result.json")}
+    first = results.get("delrec", {})
+    keys, cost = dict(first.get("row_keys", {})), dict(first.get("cost", {}))
+    for row in rows:
+        found = results.get(row, {})
+        if row not in keys and "delrec" in found.get("row_keys", {}):
+            keys[row] = row
+            cost[row] = found["cost"][found["row_keys"]["delrec"]]
+    return {"row_keys": {k: v for k, v in keys.items() if k in rows}, "cost": cost}
 
 
 def table(dataset: str, prefix: str, command: str, device: str) -> dict:
