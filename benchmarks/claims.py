@@ -11,7 +11,7 @@ the default budget of the main command, all rows of a seed on the same candidate
 ``delrec`` row draws them; every other row loads them with ``candidates_path``).  The
 ``delrec`` row also scores the teacher, GRU4Rec, Caser and popularity (``baselines``).  Each
 finished row's per-user records and its result (timings, stage-1 fidelity) are copied under
-``benchmarks/results/claims/<dataset>/seed-<seed>/`` at once, so a table too long for one
+``benchmarks/results/claims/<prefix>/seed-<seed>/`` at once, so a table too long for one
 session is completed by seed, on any machine, without rerunning what is done.
 
 ``--table`` merges each seed's rows into one records frame (``rank.<row>`` per row), runs the
@@ -50,11 +50,13 @@ BASELINE_ROWS = {"teacher": "teacher", "gru4rec": "gru4rec", "caser": "caser", "
 DEFAULT_ROWS = [r for r in ROWS if not r.endswith("full_budget")]
 
 
-def seed_dir(dataset: str, seed: int) -> Path:
-    return RESULTS / "claims" / dataset / f"seed-{seed}"
+def seed_dir(prefix: str, seed: int) -> Path:
+    """Where a table's seed keeps its rows: one folder per table (``--prefix``: data set and LLM)."""
+    return RESULTS / "claims" / prefix / f"seed-{seed}"
 
 
-def run_row(row: str, seed: int, dataset: str, checkpoint_dir: str, from_run: str | None = None) -> dict:
+def run_row(row: str, seed: int, dataset: str, prefix: str, checkpoint_dir: str, from_run: str | None = None,
+            config_files: list[str] | None = None) -> dict:
     """One row of one seed through ``run_delrec`` (or ``load`` of ``from_run``); kept at once."""
     from recbole_delrec import run_delrec
     from recbole_delrec.config import hidden_command_line
@@ -62,17 +64,17 @@ def run_row(row: str, seed: int, dataset: str, checkpoint_dir: str, from_run: st
     if from_run and json.loads((Path(from_run) / "records.json").read_text()).get("seed") != seed:
         raise ValueError(f"--from-run {from_run} is not a run of --seed {seed}.")
     overrides = dict(ROWS[row])
-    files = overrides.pop("config_files", None)
+    files = [*(config_files or []), *overrides.pop("config_files", [])] or None
     values = {"seed": seed, "checkpoint_dir": checkpoint_dir, "show_progress": False, **overrides}
     if row != "delrec":
-        values["candidates_path"] = str(seed_dir(dataset, seed) / "delrec.candidates.parquet")
+        values["candidates_path"] = str(seed_dir(prefix, seed) / "delrec.candidates.parquet")
     with hidden_command_line():
         result = run_delrec(model="DELRec", dataset=dataset, config_file_list=files, config_dict=values, load=from_run)
     if from_run:  # the finished run's own training figures
         trained = json.loads((Path(from_run) / "result.json").read_text())
         result.update({k: trained[k] for k in ("stage1_result", "loss_history", "valid_history")})
         result["timings"] = {**trained["timings"], "rescored_test_seconds": result["timings"]["test_seconds"]}
-    keep(result, row, seed_dir(dataset, seed))
+    keep(result, row, seed_dir(prefix, seed))
     return result
 
 
@@ -129,11 +131,11 @@ def _costs(folder: Path, rows: list[str]) -> dict:
     return {"row_keys": {k: v for k, v in keys.items() if k in rows}, "cost": cost}
 
 
-def table(dataset: str, prefix: str, command: str, device: str) -> dict:
+def table(prefix: str, command: str, device: str) -> dict:
     """Summarise every seed that has all the rows the first complete seed has."""
     from recbole_delrec.evaluation.summary import evidence_records, summarise, summary_table
 
-    seeds = sorted(p for p in (RESULTS / "claims" / dataset).glob("seed-*") if (p / "delrec.records.parquet").is_file())
+    seeds = sorted(p for p in (RESULTS / "claims" / prefix).glob("seed-*") if (p / "delrec.records.parquet").is_file())
     with tempfile.TemporaryDirectory() as tmp:
         merged = {p.name: merged_seed(p, Path(tmp) / p.name) for p in seeds}
         common = set.intersection(*(set(rows) for rows in merged.values()))
@@ -185,18 +187,20 @@ def main() -> None:
     parser.add_argument("--prefix", default="ml100k.smollm2", help="metric prefix and results file name")
     parser.add_argument("--checkpoint_dir", default="saved/claims", help="cached teachers, soft prompts, LLM")
     parser.add_argument("--from-run", help="the delrec row from this finished run folder of --seed")
+    parser.add_argument("--config_files", default="", help="space-separated YAML files for every row (another LLM, say)")
     parser.add_argument("--device-name", default="cpu-2core")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     if args.seed is not None:
         rows = args.rows or DEFAULT_ROWS
         for row in sorted(rows, key=lambda r: r != "delrec"):  # delrec first: it draws the candidates
-            if (seed_dir(args.dataset, args.seed) / f"{row}.records.parquet").is_file():
+            if (seed_dir(args.prefix, args.seed) / f"{row}.records.parquet").is_file():
                 print(f"{row} of seed {args.seed} is done: skipped")
                 continue
-            run_row(row, args.seed, args.dataset, args.checkpoint_dir, args.from_run if row == "delrec" else None)
+            run_row(row, args.seed, args.dataset, args.prefix, args.checkpoint_dir,
+                    args.from_run if row == "delrec" else None, args.config_files.split())
     if args.table or args.seed is None:
-        table(args.dataset, args.prefix, command, args.device_name)
+        table(args.prefix, command, args.device_name)
 
 
 if __name__ == "__main__":
