@@ -468,13 +468,6 @@ def targets(product, args, device) -> tuple[object, dict[str, SimpleNamespace]]:
                                                        key=f"{device.type}.{args.model_name}{suffix}.")}
 
 
-def compile_stacks(model) -> None:
-    """``torch.compile`` the transformer stacks (T5: encoder and decoder; a causal LM: its body)."""
-    stacks = [model.get_decoder()] + ([model.get_encoder()] if model.config.is_encoder_decoder else [])
-    for stack in stacks:
-        stack.compile(dynamic=True)
-
-
 # ---------------------------------------------------------------------------- timing
 def synchronize(device) -> None:
     if device.type == "cuda":
@@ -755,9 +748,8 @@ def run_model(target, product, data, settings, args, device, peak_tflops: float)
     """Stage 1, stage 2 and scoring of one model on the measured users, with their rates."""
     backbone = target.load()
     model = backbone.model
-    product.set_speed_options(model, settings["llm_attention"], args.fused_gelu, args.gradient_checkpointing)
-    if args.compile:
-        compile_stacks(model)
+    product.set_speed_options(model, settings["llm_attention"], args.fused_gelu, args.gradient_checkpointing,
+                              args.compile)
     soft_prompt = product.SoftPrompt.from_vocabulary(
         settings["n_soft_tokens"], model.get_input_embeddings().weight, args.seed
     ).to(device)

@@ -10,6 +10,7 @@ from peft import TaskType
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from recbole_delrec.llm.adapters import add_adalora
+from recbole_delrec.llm.backbone import set_speed_options
 from recbole_delrec.llm.loading import family_of, load_backbone
 from recbole_delrec.llm.causal import CausalBackbone, CausalScorer
 from recbole_delrec.llm.scoring import PromptBatch
@@ -77,6 +78,23 @@ def test_packed_gradients_reach_the_soft_prompt_and_equal_plain_ones():
     assert packed_soft.weight.grad.abs().sum() > 0
     assert torch.allclose(packed_soft.weight.grad, plain_soft.weight.grad, atol=1e-5)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_llm_compile_scores_and_trains_as_the_eager_model():
+    """``llm_compile`` compiles the body in place: same keys, same scores, same soft-prompt gradients."""
+    eager, compiled = tiny_llama().requires_grad_(False), tiny_llama().requires_grad_(False)
+    set_speed_options(compiled, "sdpa", fused_gelu=True, gradient_checkpointing=False, compile=True)
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    assert compiled.get_decoder()._compiled_call_impl is not None
+    scorer = CausalScorer(TITLES, pad_id=0, end_id=1)
+    batch, candidates = PromptBatch.collate(PROMPTS[:2], pad_id=0, n_soft=2), torch.tensor([[1, 2, 3], [4, 2, 5]])
+    softs = SoftPrompt(2, 32), SoftPrompt(2, 32)
+    softs[1].load_state_dict(softs[0].state_dict())
+    scores = [scorer(model, soft, batch, candidates) for model, soft in zip((eager, compiled), softs)]
+    for score in scores:
+        score.logsumexp(1).sum().backward()
+    assert torch.allclose(scores[0], scores[1], atol=1e-5)
+    assert torch.allclose(softs[0].weight.grad, softs[1].weight.grad, atol=1e-5)
 
 
 def _plain_score_tensor(model, soft, prompt: PromptIds, title: list[int]) -> torch.Tensor:

@@ -79,7 +79,8 @@ class DELRec(SequentialRecommender):
         ).requires_grad_(False)
         backbone.model.requires_grad_(False)
         set_speed_options(
-            backbone.model, config["llm_attention"], config["fused_gelu"], config["gradient_checkpointing"]
+            backbone.model, config["llm_attention"], config["fused_gelu"], config["gradient_checkpointing"],
+            config["llm_compile"],
         )
         self.llm = add_adalora(backbone.model, self._adalora_options(config, backbone), self._total_steps(config, dataset),
                                backbone.task_type)

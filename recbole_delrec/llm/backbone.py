@@ -115,8 +115,10 @@ class Backbone:
         raise NotImplementedError
 
 
-def set_speed_options(model: nn.Module, attention: str, fused_gelu: bool, gradient_checkpointing: bool) -> None:
-    """The LLM's kernels and memory options (``llm_attention``, ``fused_gelu``, ``gradient_checkpointing``).
+def set_speed_options(model: nn.Module, attention: str, fused_gelu: bool, gradient_checkpointing: bool,
+                      compile: bool = False) -> None:
+    """The LLM's kernels and memory options (``llm_attention``, ``fused_gelu``, ``gradient_checkpointing``,
+    ``llm_compile``).
 
     The benchmarks call this too, so that they measure the model exactly as DELRec runs it.
     """
@@ -127,6 +129,22 @@ def set_speed_options(model: nn.Module, attention: str, fused_gelu: bool, gradie
         use_fused_gelu(model)
     if gradient_checkpointing:  # non-reentrant: gradients reach the soft prompt with the LLM frozen
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if compile:
+        compile_stacks(model)
+
+
+def compile_stacks(model: PreTrainedModel) -> None:
+    """``torch.compile`` the transformer stacks in place (T5: encoder and decoder; a causal LM: its body).
+
+    In place (``nn.Module.compile``), so state-dict keys and PEFT's later injection are unchanged:
+    the stack is traced at its first call, adapters included.  ``dynamic=True`` because prompt and
+    packed-row lengths change every batch; each mode (training, scoring without gradients) still
+    compiles once, a minute or two on a CPU, which is why ``llm_compile`` is an option
+    (``BENCHMARKS.md`` measures what it saves).
+    """
+    stacks = [model.get_decoder()] + ([model.get_encoder()] if model.config.is_encoder_decoder else [])
+    for stack in stacks:
+        stack.compile(dynamic=True)
 
 
 def use_fused_gelu(model: nn.Module) -> int:

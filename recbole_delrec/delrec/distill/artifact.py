@@ -44,6 +44,7 @@ NOT_SHAPING = {
     "llm_dtype": "in the key as the LLM's identity, resolved on this device (auto: bf16 or fp32); the scratch T5 ignores it",
     "llm_attention": "another kernel for the same attention function",
     "fused_gelu": "one kernel for the same GELU function",
+    "llm_compile": "compiled kernels of the same model",
     "gradient_checkpointing": "recomputes the same activations (a test compares the gradients)",
     "adalora": "stage 1 runs the LLM with its adapters switched off",
     "scratch_adalora": "stage 1 runs the LLM with its adapters switched off",
