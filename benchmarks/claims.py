@@ -4,6 +4,8 @@
     python benchmarks/claims.py --seed=2020 --from-run=saved/<default run> delrec
         # the delrec row from a finished default run of that seed: loaded and scored again
         # beside the baselines (its stage 1 and stage 2 are not repeated)
+    python benchmarks/claims.py --seed=2020 --orders=3 --from-run=saved/<delrec run of that seed>
+        # candidate-order sensitivity of that seed's DELRec run (``order.*`` keys of the table)
     python benchmarks/claims.py --table                 # the table from the committed records
 
 Each row is one run of the plugin's own ``run_delrec`` with the overrides of :data:`ROWS`, on
@@ -91,10 +93,25 @@ def keep(result: dict, row: str, folder: Path) -> None:
     (folder / f"{row}.result.json").write_text(json.dumps(small, indent=2, sort_keys=True) + "\n")
 
 
+def analyse_orders(run_dir: str, orders: int, seed: int, dataset: str, prefix: str,
+                   config_files: list[str] | None) -> None:
+    """The order analysis of a seed's finished ``delrec`` run, kept beside its rows."""
+    from recbole_delrec.evaluation.order import analyse_run, order_table
+    from recbole_delrec.evaluation.summary import ORDER_FILE
+
+    if json.loads((Path(run_dir) / "records.json").read_text()).get("seed") != seed:
+        raise ValueError(f"--from-run {run_dir} is not a run of --seed {seed}.")
+    result = analyse_run(run_dir, orders, dataset=dataset, config_file_list=config_files or None)
+    print(order_table(result))
+    shutil.copyfile(Path(run_dir) / ORDER_FILE, seed_dir(prefix, seed) / f"delrec.{ORDER_FILE}")
+
+
 def merged_seed(folder: Path, out: Path) -> list[str]:
     """One records frame for a seed: the ``delrec`` run's columns plus ``rank.<row>``/``top1.<row>``
     of every other finished row (checked to be the same users and candidates)."""
     import pandas as pd
+
+    from recbole_delrec.evaluation.summary import ORDER_FILE
 
     base = pd.read_parquet(folder / "delrec.records.parquet")
     meta = json.loads((folder / "delrec.records.json").read_text())
@@ -111,6 +128,8 @@ def merged_seed(folder: Path, out: Path) -> list[str]:
         meta["models"][row] = row
         rows.append(row)
     out.mkdir(parents=True, exist_ok=True)
+    if (folder / f"delrec.{ORDER_FILE}").is_file():  # the summary reads it as the run's own
+        shutil.copyfile(folder / f"delrec.{ORDER_FILE}", out / ORDER_FILE)
     base.to_parquet(out / "records.parquet", index=False)
     (out / "records.json").write_text(json.dumps(meta))
     (out / "result.json").write_text(json.dumps(_costs(folder, rows)))
@@ -189,9 +208,14 @@ def main() -> None:
     parser.add_argument("--from-run", help="the delrec row from this finished run folder of --seed")
     parser.add_argument("--config_files", default="", help="space-separated YAML files for every row (another LLM, say)")
     parser.add_argument("--device-name", default="cpu-2core")
+    parser.add_argument("--orders", type=int, help="with --seed and --from-run: the candidate-order analysis only")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    if args.seed is not None:
+    if args.orders is not None:
+        if args.seed is None or not args.from_run:
+            parser.error("--orders needs --seed and --from-run (that seed's finished delrec run)")
+        analyse_orders(args.from_run, args.orders, args.seed, args.dataset, args.prefix, args.config_files.split())
+    elif args.seed is not None:
         rows = args.rows or DEFAULT_ROWS
         for row in sorted(rows, key=lambda r: r != "delrec"):  # delrec first: it draws the candidates
             if (seed_dir(args.prefix, args.seed) / f"{row}.records.parquet").is_file():

@@ -349,8 +349,9 @@ def product_settings(product) -> dict:
 def build_prompts(product, text, titles, sequences, settings, seed) -> SimpleNamespace:
     """Every user's test prompt (history -> last item, the target among n_candidates), built as
     DELRec builds them from ``text``, a backbone (its tokenizer, chat template and scorer)."""
-    prompt_titles = product.TitleTokens.cut(text.prompt_titles(titles), settings["max_prompt_title_tokens"]).ids
-    title_ids = product.TitleTokens.cut(text.answer_titles(titles), settings["max_title_tokens"]).ids  # scored
+    prompt_ids, answer_ids = text.title_ids(titles)
+    prompt_titles = product.TitleTokens.cut(prompt_ids, settings["max_prompt_title_tokens"]).ids
+    title_ids = product.TitleTokens.cut(answer_ids, settings["max_title_tokens"]).ids  # scored
     static = {"teacher": settings["teacher_model"], **product.domain_words(settings["domain"])}
     builder = text.prompt_builder(product.load_template("lsr", settings["domain"]), static, prompt_titles,
                                   settings["n_soft_tokens"], settings["max_prompt_tokens"])

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import transformers
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
@@ -27,6 +28,7 @@ from recbole_delrec.delrec.model import DELRec
 from recbole_delrec.prompts.builder import template_dir
 from recbole_delrec.runs.cache import file_safe, llm_identity, load_or_make, split_fingerprint
 from recbole_delrec.runs.startup import build
+from recbole_delrec.llm.sources import cached_revision, resolve
 from recbole_delrec import teacher
 from recbole_delrec.delrec.distill import SoftPromptDistiller
 from recbole_delrec.teacher import load_or_train_teacher, teacher_config, teacher_file, teacher_identity
@@ -123,6 +125,17 @@ def test_the_llm_is_known_by_its_files_not_only_its_name(tiny_data, tmp_path):
     assert soft_prompt_key(local, train._dataset) != first
     assert llm_identity(changed(local, llm_dtype="float32")) != llm_identity(changed(local, llm_dtype="bfloat16"))
     assert llm_identity(changed(config, llm_dtype="float32")) == llm_identity(changed(config, llm_dtype="bfloat16"))
+
+
+def test_a_hub_id_is_known_by_its_cached_revision_and_the_transformers_version(tmp_path):
+    repo = tmp_path / "models--org--tiny"
+    assert cached_revision("org/tiny", tmp_path) is None  # not downloaded yet: keyed by name
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text("{}")
+    assert cached_revision("org/tiny", tmp_path) == "abc123"
+    assert resolve("org/tiny").identity("bfloat16")["transformers"] == transformers.__version__
 
 
 def test_the_training_split_is_in_every_key(tiny_data, saved_dir):

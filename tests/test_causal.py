@@ -126,6 +126,7 @@ def test_chat_template_wraps_the_text_and_titles_read_as_running_text():
     pieces += backbone.prompt_titles(["Heat (1995)"])[0]
     assert backbone.tokenizer.decode(pieces) == text
     assert backbone.answer_titles(["Heat (1995)"])[0] == backbone.encode("Heat (1995)")
+    assert backbone.title_ids(["Heat (1995)"]) == (backbone.prompt_titles(["Heat (1995)"]), [backbone.encode("Heat (1995)")])
 
 
 def test_a_model_without_chat_template_reads_the_plain_text(caplog):

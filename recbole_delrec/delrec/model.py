@@ -65,8 +65,9 @@ class DELRec(SequentialRecommender):
         backbone = load_backbone(config, list(self.item_text.titles[1:]) + list(templates.values()))
         self.tokenizer, self.llm_source, self.pad_id = backbone.tokenizer, backbone.name, backbone.pad_id
         self.llm_is_scratch = backbone.source.kind == "scratch"  # built here: the run folder keeps it
-        prompt_titles = TitleTokens.cut(backbone.prompt_titles(self.item_text.titles), config["max_prompt_title_tokens"])
-        scored_titles = TitleTokens.cut(backbone.answer_titles(self.item_text.titles), config["max_title_tokens"])
+        prompt_ids, answer_ids = backbone.title_ids(self.item_text.titles)
+        prompt_titles = TitleTokens.cut(prompt_ids, config["max_prompt_title_tokens"])
+        scored_titles = TitleTokens.cut(answer_ids, config["max_title_tokens"])
         log_title_losses(dataset.dataset_name, self.item_text.n_fallback, dataset.item_num - 1, prompt_titles, scored_titles)
         self.max_prompt_tokens = config["max_prompt_tokens"]
         self.prompts = self._builders(config, templates, backbone, prompt_titles.ids)

