@@ -6,7 +6,7 @@
         # beside the baselines (its stage 1 and stage 2 are not repeated)
     python benchmarks/claims.py --seed=2020 --orders=3 --from-run=saved/<delrec run of that seed>
         # candidate-order sensitivity of that seed's DELRec run (``order.*`` keys of the table)
-    python benchmarks/claims.py --table                 # the table from the committed records
+    python benchmarks/claims.py --table [--report=docs/img/<prefix>]   # the table from the committed records
 
 Each row is one run of the plugin's own ``run_delrec`` with the overrides of :data:`ROWS`, on
 the default budget of the main command, all rows of a seed on the same candidate sets (the
@@ -150,8 +150,9 @@ def _costs(folder: Path, rows: list[str]) -> dict:
     return {"row_keys": {k: v for k, v in keys.items() if k in rows}, "cost": cost}
 
 
-def table(prefix: str, command: str, device: str) -> dict:
-    """Summarise every seed that has all the rows the first complete seed has."""
+def table(prefix: str, command: str, device: str, report: Path | None = None) -> dict:
+    """Summarise every seed that has all the rows the first complete seed has; with ``report``,
+    also the project's report of them (``report.md`` and its PNG pictures) in that folder."""
     from recbole_delrec.evaluation.summary import evidence_records, summarise, summary_table
 
     seeds = sorted(p for p in (RESULTS / "claims" / prefix).glob("seed-*") if (p / "delrec.records.parquet").is_file())
@@ -162,6 +163,8 @@ def table(prefix: str, command: str, device: str) -> dict:
         for folder in folders:  # the rows every seed has, so the seeds form one table
             _keep_columns(folder, common)
         summary = summarise(folders)
+        if report:
+            _report(folders, Path(tmp) / "report", report)
     print(summary_table(summary))
     flat = evidence_records(summary)
     flat.update(_fidelity(seeds))
@@ -170,6 +173,18 @@ def table(prefix: str, command: str, device: str) -> dict:
                 "command": command} for k, v in flat.items() if v is not None and not isinstance(v, (list, dict))]
     (RESULTS / f"{prefix}.claims.json").write_text(json.dumps(records, indent=2) + "\n")
     return summary
+
+
+def _report(folders: list[Path], made: Path, out: Path) -> None:
+    """The report of the merged seeds, its Markdown and pictures copied to ``out`` (the
+    interactive HTML carries plotly's whole script: made, not kept)."""
+    from recbole_delrec.report import write_report
+
+    write_report(folders, made)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in [made / "report.md", *made.glob("*.png")]:
+        shutil.copyfile(path, out / path.name)
+    print(f"report: {out / 'report.md'}")
 
 
 def _keep_columns(folder: Path, rows: set[str]) -> None:
@@ -208,6 +223,7 @@ def main() -> None:
     parser.add_argument("--from-run", help="the delrec row from this finished run folder of --seed")
     parser.add_argument("--config_files", default="", help="space-separated YAML files for every row (another LLM, say)")
     parser.add_argument("--device-name", default="cpu-2core")
+    parser.add_argument("--report", type=Path, help="with the table: write the report's Markdown and pictures here")
     parser.add_argument("--orders", type=int, help="with --seed and --from-run: the candidate-order analysis only")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -224,7 +240,7 @@ def main() -> None:
             run_row(row, args.seed, args.dataset, args.prefix, args.checkpoint_dir,
                     args.from_run if row == "delrec" else None, args.config_files.split())
     if args.table or args.seed is None:
-        table(args.prefix, command, args.device_name)
+        table(args.prefix, command, args.device_name, args.report)
 
 
 if __name__ == "__main__":
