@@ -52,13 +52,13 @@ Model FLOPs, from the real, unpadded token counts of the measured prompts.  Forw
   the computed rows (norm weights included: under 0.1%);
 * attention: 2 x 2 x layers x heads x head_dim per query token and attended key (QK^T, then
   the mixing of V), for the keys the mask lets that token see;
-* LM head: 2 x hidden x vocab, only at the positions whose label is scored (each title token
-  and the end token).
+* LM head: 2 x hidden x vocab, only at the positions that predict a scored label (each title
+  token and the end token; a causal row's prompt end predicts every title's first token, once).
 
 Decoder-only (the product's row: the prompt, then its C titles; N non-embedding parameters,
 L layers, d hidden, V vocab, h x k = heads x head_dim): a prompt of n tokens, titles of t_c
 tokens (the end token is predicted, never read):
-  weights 2 N (n + sum t_c);  LM head 2 d V sum (t_c + 1);
+  weights 2 N (n + sum t_c);  LM head 2 d V (1 + sum t_c);
   attention 4 L h k [n (n + 1) / 2 + sum (t_c n + t_c (t_c + 1) / 2)]  (the prompt causally;
   each title sees the prompt and its own earlier tokens).
 
@@ -173,6 +173,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--no-fused-gelu", dest="fused_gelu", action="store_false",
                         help="keep transformers' gelu_new (the product's fused_gelu: False); keys get .gelu_new")
+    parser.add_argument("--attention", choices=["sdpa", "eager"],
+                        help="the product's llm_attention (default: its DELRec.yaml value); eager: keys get .eager")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model's stacks (dynamic shapes); warm-up includes compiling")
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one scoring batch and stage-2 step")
@@ -198,6 +200,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def configure(args, product, settings, device: torch.device) -> None:
     """Defaults that need the product or the device: dtype, GELU, names, warm-up, output file."""
     args.fused_gelu = args.fused_gelu and settings["fused_gelu"]  # the product's setting, unless switched off
+    settings["llm_attention"] = args.attention = args.attention or settings["llm_attention"]
     if args.dtype is None and args.sizes:
         args.dtype = "bf16" if device.type == "cuda" else "fp32"
     elif args.dtype is None:
@@ -228,7 +231,8 @@ def model_slug(llm_path: str) -> str:
 
 def variant_suffix(args) -> str:
     """Options that change what is measured go into the metric keys (``xl.h100.gc.stage2.peak_gib``)."""
-    options = (("gc", args.gradient_checkpointing), ("compile", args.compile), ("gelu_new", not args.fused_gelu))
+    options = (("gc", args.gradient_checkpointing), ("compile", args.compile), ("gelu_new", not args.fused_gelu),
+               ("eager", args.attention == "eager"))
     return "".join(f".{name}" for name, on in options if on)
 
 
@@ -580,7 +584,7 @@ def causal_flop_counts(config, rows, title_ids, weights: int, adapter_params: in
         lengths = [len(title_ids[item]) for item in items]
         tokens += n + sum(lengths)
         keys += n * (n + 1) / 2 + sum(t * n + t * (t + 1) / 2 for t in lengths)
-        labels += sum(t + 1 for t in lengths)
+        labels += 1 + sum(lengths)  # the prompt's end once, then every title token
     return {"dense": 2 * weights * tokens + 2 * config.hidden_size * config.vocab_size * labels,
             "attention": 4 * config.num_hidden_layers * heads * head_dim * keys,
             "adapters": 2 * adapter_params * tokens, "tokens": tokens}

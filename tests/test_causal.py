@@ -12,7 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from recbole_delrec.llm.adapters import add_adalora
 from recbole_delrec.llm.backbone import set_speed_options
 from recbole_delrec.llm.loading import family_of, load_backbone
-from recbole_delrec.llm.causal import CausalBackbone, CausalScorer
+from recbole_delrec.llm.causal import CausalBackbone, CausalScorer, PackedRow
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.llm.sources import LLMSource
@@ -78,6 +78,17 @@ def test_packed_gradients_reach_the_soft_prompt_and_equal_plain_ones():
     assert packed_soft.weight.grad.abs().sum() > 0
     assert torch.allclose(packed_soft.weight.grad, plain_soft.weight.grad, atol=1e-5)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_lm_head_reads_each_predicting_position_once():
+    """The prompt's last position predicts every candidate's first token: one LM-head row per prompt."""
+    scorer = CausalScorer(TITLES, pad_id=0, end_id=1)
+    candidates = torch.tensor([[1, 2, 3], [4, 2, 5]])
+    row = PackedRow.pack(PromptBatch.collate(PROMPTS[:2], pad_id=0, n_soft=2), scorer.table(torch.device("cpu")),
+                         candidates, pad_id=0)
+    title_tokens = sum(len(TITLES[i]) for i in candidates.reshape(-1).tolist())
+    assert len(row.labels) == title_tokens + candidates.numel()  # every title token and each end token
+    assert len(row.predictors) == title_tokens + len(PROMPTS[:2])
 
 
 def test_llm_compile_scores_and_trains_as_the_eager_model():

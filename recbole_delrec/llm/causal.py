@@ -124,11 +124,11 @@ class CausalScorer(CandidateScorer):
             position_ids=row.position_ids,
             use_cache=False,
         ).last_hidden_state
-        logits = llm.get_output_embeddings()(hidden[row.predictor_row, row.predictor])
+        logits = llm.get_output_embeddings()(hidden.flatten(0, 1)[row.predictors])
         cap = getattr(llm.config, "final_logit_softcapping", None)
         if cap:  # what the model's own forward does to its logits (Gemma 2)
             logits = torch.tanh(logits / cap) * cap
-        return self.mean_log_likelihood(logits, row.labels, row.owner, candidates.shape)
+        return self.mean_log_likelihood(logits, row.labels, row.owner, candidates.shape, row.logit_row)
 
 
 @dataclass
@@ -137,8 +137,9 @@ class PackedRow:
 
     ``segment`` is ``-1`` on prompt tokens, the candidate's column on its title tokens, and
     ``-2`` on padding; ``labels`` (title tokens and the end token of every candidate, flat),
-    ``owner`` (``b * C + c`` of each label) and ``predictor_row``/``predictor`` (the position
-    whose output predicts it) select the LM head's work.
+    ``owner`` (``b * C + c`` of each label) and ``logit_row`` (which of ``predictors``, the
+    flat positions the LM head reads, predicts it) select the LM head's work.  Every
+    candidate's first token is predicted by the prompt's last position: it is read once.
     """
 
     input_ids: torch.Tensor
@@ -147,8 +148,8 @@ class PackedRow:
     segment: torch.Tensor
     labels: torch.Tensor
     owner: torch.Tensor
-    predictor_row: torch.Tensor
-    predictor: torch.Tensor
+    predictors: torch.Tensor
+    logit_row: torch.Tensor
 
     @classmethod
     def pack(cls, batch: PromptBatch, table: torch.Tensor, candidates: torch.Tensor, pad_id: int) -> "PackedRow":
@@ -176,8 +177,9 @@ class PackedRow:
         input_ids[prompt[is_input], at] = labels[rows[is_input], cols[is_input]]
         position_ids[prompt[is_input], at] = prompt_len[prompt[is_input]] + cols[is_input]
         segment[prompt[is_input], at] = rows[is_input] % n_cand
-        predictor = torch.where(cols == 0, prompt_len[prompt] - 1, first + cols - 1)
-        return cls(input_ids, soft_mask, position_ids, segment, labels[rows, cols], rows, prompt, predictor)
+        predictor = prompt * width + torch.where(cols == 0, prompt_len[prompt] - 1, first + cols - 1)
+        predictors, logit_row = predictor.unique(return_inverse=True)
+        return cls(input_ids, soft_mask, position_ids, segment, labels[rows, cols], rows, predictors, logit_row)
 
     def attention_mask(self, kernel: str, dtype: torch.dtype) -> torch.Tensor:
         """``(B, 1, L, L)``: the prompt causally; each title the prompt and its own earlier tokens;

@@ -63,15 +63,20 @@ class CandidateScorer:
 
     @staticmethod
     def mean_log_likelihood(
-        logits: torch.Tensor, labels: torch.Tensor, owner: torch.Tensor, shape: torch.Size
+        logits: torch.Tensor, labels: torch.Tensor, owner: torch.Tensor, shape: torch.Size,
+        logit_row: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``shape`` (B, C) mean log-probability of each candidate's labels.
 
-        ``logits`` ``(N, V)`` predict ``labels`` ``(N,)``; ``owner`` ``(N,)`` says which candidate
-        (``b * C + c``) each belongs to.  The log-softmax runs in float32 whatever the model's dtype.
+        ``labels`` ``(N,)`` are predicted by ``logits[logit_row]`` (by default row for row: a
+        position that predicts several labels gets one row, and one vocabulary log-softmax);
+        ``owner`` ``(N,)`` says which candidate (``b * C + c``) each belongs to.  The
+        log-softmax runs in float32 whatever the model's dtype.
         """
         logits = logits.float()
-        token_ll = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        if logit_row is None:
+            logit_row = torch.arange(labels.shape[0], device=labels.device)
+        token_ll = logits[logit_row, labels] - logits.logsumexp(-1)[logit_row]
         total = torch.zeros(shape.numel(), device=token_ll.device, dtype=token_ll.dtype).index_add(0, owner, token_ll)
         count = torch.zeros_like(total).index_add(0, owner, torch.ones_like(token_ll))
         return (total / count).view(shape)
