@@ -1,6 +1,8 @@
 """The paper's claims on a real LLM (SmolLM2): the seeded main table, split by seed.
 
-    python benchmarks/claims.py --seed=2020 [row ...]    # run rows of one seed (all by default)
+    python benchmarks/claims.py --seed=2020 [row ...] [--key=value ...]   # run rows of one seed (all by default)
+    python benchmarks/claims.py --seed=2020 --prefix=steam.smollm2 --dataset=steam --data_path=../shared/datasets \
+        '--user_inter_num_interval=[30,inf)' delrec no_soft_prompt     # another data set: any RecBole setting
     python benchmarks/claims.py --seed=2020 --from-run=saved/<default run> delrec
         # the delrec row from a finished default run of that seed: loaded and scored again
         # beside the baselines (its stage 1 and stage 2 are not repeated)
@@ -58,7 +60,7 @@ def seed_dir(prefix: str, seed: int) -> Path:
 
 
 def run_row(row: str, seed: int, dataset: str, prefix: str, checkpoint_dir: str, from_run: str | None = None,
-            config_files: list[str] | None = None) -> dict:
+            config_files: list[str] | None = None, extra: dict | None = None) -> dict:
     """One row of one seed through ``run_delrec`` (or ``load`` of ``from_run``); kept at once."""
     from recbole_delrec import run_delrec
     from recbole_delrec.config import hidden_command_line
@@ -67,7 +69,7 @@ def run_row(row: str, seed: int, dataset: str, prefix: str, checkpoint_dir: str,
         raise ValueError(f"--from-run {from_run} is not a run of --seed {seed}.")
     overrides = dict(ROWS[row])
     files = [*(config_files or []), *overrides.pop("config_files", [])] or None
-    values = {"seed": seed, "checkpoint_dir": checkpoint_dir, "show_progress": False, **overrides}
+    values = {"seed": seed, "checkpoint_dir": checkpoint_dir, "show_progress": False, **(extra or {}), **overrides}
     if row != "delrec":
         values["candidates_path"] = str(seed_dir(prefix, seed) / "delrec.candidates.parquet")
     with hidden_command_line():
@@ -225,7 +227,10 @@ def main() -> None:
     parser.add_argument("--device-name", default="cpu-2core")
     parser.add_argument("--report", type=Path, help="with the table: write the report's Markdown and pictures here")
     parser.add_argument("--orders", type=int, help="with --seed and --from-run: the candidate-order analysis only")
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    from recbole_delrec.config import external_values
+
+    extra = external_values(argv=rest)  # --key=value settings of every row, read as RecBole reads them
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     if args.orders is not None:
         if args.seed is None or not args.from_run:
@@ -238,7 +243,7 @@ def main() -> None:
                 print(f"{row} of seed {args.seed} is done: skipped")
                 continue
             run_row(row, args.seed, args.dataset, args.prefix, args.checkpoint_dir,
-                    args.from_run if row == "delrec" else None, args.config_files.split())
+                    args.from_run if row == "delrec" else None, args.config_files.split(), extra)
     if args.table or args.seed is None:
         table(args.prefix, command, args.device_name, args.report)
 
