@@ -22,8 +22,9 @@ session is completed by seed, on any machine, without rerunning what is done.
 project's summary over the seeds (means with 95% intervals, DELRec's paired tests against every
 row with Holm's correction over the table's family, activity and popularity buckets) and writes
 ``benchmarks/results/<prefix>.claims.json`` with the keys (each behind ``<prefix>.``) ``<row>.<metric>.mean``/``.ci95``,
-``delrec_vs_<row>.<metric>.pvalue``/``.pvalue_holm``, ``buckets.*``, ``stage1.fidelity.*``
-and ``seeds``.
+``delrec_vs_<row>.<metric>.pvalue``/``.pvalue_holm``, ``buckets.*``, ``stage1.fidelity.*``,
+``<row>.teacher_agreement`` (the share of test users whose top-1 is the teacher's, with
+``delrec_vs_<row>.teacher_agreement.pvalue``), ``order.*`` (``--orders``) and ``seeds``.
 """
 
 from __future__ import annotations
@@ -165,11 +166,13 @@ def table(prefix: str, command: str, device: str, report: Path | None = None) ->
         for folder in folders:  # the rows every seed has, so the seeds form one table
             _keep_columns(folder, common)
         summary = summarise(folders)
+        agreement = _teacher_agreement(folders)
         if report:
             _report(folders, Path(tmp) / "report", report)
     print(summary_table(summary))
     flat = evidence_records(summary)
     flat.update(_fidelity(seeds))
+    flat.update(agreement)
     date = datetime.date.today().isoformat()
     records = [{"metric": f"{prefix}.{k}", "value": _rounded(k, v), "unit": "", "device": device, "date": date,
                 "command": command} for k, v in flat.items() if v is not None and not isinstance(v, (list, dict))]
@@ -195,6 +198,27 @@ def _keep_columns(folder: Path, rows: set[str]) -> None:
     frame = pd.read_parquet(folder / "records.parquet")
     drop = [c for c in frame.columns if c.startswith(("rank.", "top1.")) and c.split(".", 1)[1] not in rows]
     frame.drop(columns=drop).to_parquet(folder / "records.parquet", index=False)
+
+
+def _teacher_agreement(folders: list[Path]) -> dict[str, float]:
+    """How often each row's top-1 is the teacher's on the test users: stage 1's fidelity where it
+    matters.  Per user over the seeds, with DELRec's sign test against every LLM row; the
+    conventional rows' own agreement with the teacher is the yardstick (two models that share
+    no distillation, only the data)."""
+    import numpy as np
+    import pandas as pd
+
+    from recbole_delrec.evaluation.stats import sign_test
+
+    frames = [pd.read_parquet(f / "records.parquet").sort_values("user") for f in folders]
+    rows = sorted({c.split(".", 1)[1] for c in frames[0].columns if c.startswith("top1.")} - {"teacher"})
+    agree = {row: np.mean([(f[f"top1.{row}"] == f["top1.teacher"]).to_numpy(float) for f in frames], axis=0)
+             for row in rows}
+    out = {f"{row}.teacher_agreement": float(values.mean()) for row, values in agree.items()}
+    for row in rows:
+        if row != "delrec" and row not in BASELINE_ROWS:
+            out[f"delrec_vs_{row}.teacher_agreement.pvalue"] = sign_test(agree["delrec"], agree[row]).pvalue
+    return out
 
 
 def _fidelity(seeds: list[Path]) -> dict[str, float]:
