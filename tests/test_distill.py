@@ -111,3 +111,20 @@ def test_stage1_gradient_is_the_same_with_gradient_checkpointing(distiller, tiny
     model.llm.get_base_model().gradient_checkpointing_disable()
     assert steps[0].abs().sum() > 0
     assert torch.allclose(steps[0], steps[1], atol=1e-6)
+
+
+def test_the_trained_soft_prompt_is_kept_even_when_fidelity_does_not_rise(distiller, tiny_data, caplog):
+    """A TA-only soft prompt may leave the RPS fidelity where the random one was: the ablation
+    must still get the trained prompt, not the random one back."""
+    config = tiny_data[0]
+    saved = {k: config[k] for k in ("stage1_learning_rate", "stage1_epochs")}
+    config["stage1_learning_rate"], config["stage1_epochs"] = 1e-7, 1  # moves it, changes no top-1
+    random = distiller.model.soft_prompt.weight.detach().clone()
+    try:
+        result = distiller.fit(tiny_data[1]._dataset)
+    finally:
+        for key, value in saved.items():
+            config[key] = value
+    assert result["fidelity_distilled"] == result["fidelity_random"]
+    assert not torch.equal(random, distiller.model.soft_prompt.weight.detach())
+    assert "no epoch raised the fidelity" in caplog.text

@@ -63,12 +63,15 @@ NOT_SHAPING = {
     "NEG_PREFIX": "field names: the training split's fingerprint holds the data",
 }
 TEMPLATES = ("lsr", "rps", "ta")  # the scratch tokenizer learns all three; stage 1 prompts with two
+#: Raised whenever stage 1 makes another soft prompt from the same inputs, so no older file is
+#: reused for it (2: the best *trained* epoch is kept, never the random start).
+STAGE1_VERSION = 2
 
 
 def soft_prompt_meta(config, dataset, llm_source: str) -> dict:
     """What a soft prompt belongs to: its file's label and key, checked again whenever it is loaded."""
     templates = {task: load_template(task, config["domain"], config["prompt_template_dir"]) for task in TEMPLATES}
-    values = {**{k: config[k] for k in SHAPING}, "teacher": teacher_identity(config)}
+    values = {**{k: config[k] for k in SHAPING}, "teacher": teacher_identity(config), "stage1": STAGE1_VERSION}
     key = artifact_key("soft-prompt", values, split_fingerprint(dataset), templates,
                        llm_identity(config))
     return {"dataset": config["dataset"], "teacher": config["teacher_model"], "llm": llm_source,

@@ -4,7 +4,8 @@ The LLM is frozen (its AdaLoRA adapters switched off); only the soft-prompt vect
 on TA and RPS examples jointly with dynamic task weights.  Fidelity (how often the prompted
 LLM's top-1 on an RPS prompt equals the teacher's top-1) is measured on users held out from
 stage-1 training, before training (the random soft prompt) and after every epoch; the best
-soft prompt is kept, saved as its own file and reused by later runs with the same teacher,
+trained soft prompt is kept (never the random one: a TA-only soft prompt, which the RPS fidelity
+may not reward, is still the TA-trained one), saved as its own file and reused by later runs with the same teacher,
 data set, LLM and stage-1 settings.
 """
 
@@ -118,7 +119,7 @@ class SoftPromptDistiller:
         lengths = {task: self.prompt_lengths(task, items) for task, items in examples.items()}
         prompt = self.model.soft_prompt
         before = self.fidelity(holdout)
-        best, best_state = before, copy.deepcopy(prompt.state_dict())
+        best, best_state = -1.0, None
         self.logger.info(set_color("Stage 1", "green") + f": {', '.join(f'{t}={len(v)}' for t, v in examples.items())} "
                          f"examples, {len(holdout)} held-out prompts, fidelity with a random soft prompt {before:.4f}")
         prompt.requires_grad_(True)
@@ -131,9 +132,18 @@ class SoftPromptDistiller:
             self.logger.info(set_color("Stage 1", "green") + f": epoch {epoch} {losses} fidelity {fidelity:.4f}")
             if fidelity > best:
                 best, best_state = fidelity, copy.deepcopy(prompt.state_dict())
-        prompt.load_state_dict(best_state)
         prompt.requires_grad_(False)
-        return {"fidelity_random": before, "fidelity_distilled": best}
+        return {"fidelity_random": before, "fidelity_distilled": self._keep(before, best, best_state)}
+
+    def _keep(self, before: float, best: float, best_state: dict | None) -> float:
+        """Load the best trained soft prompt (none without an epoch) and return its fidelity."""
+        if best_state is None:  # stage1_epochs: 0, nothing trained
+            return before
+        self.model.soft_prompt.load_state_dict(best_state)
+        if best <= before:
+            self.logger.warning(set_color("Stage 1", "yellow") + f": no epoch raised the fidelity above the random "
+                                f"soft prompt's ({best:.4f} <= {before:.4f}); the best trained one is kept all the same")
+        return best
 
     def prompt_lengths(self, task: str, examples: Sequence) -> list[int]:
         """Token length of each example's prompt (what its batch is padded to)."""
