@@ -8,7 +8,9 @@
         # beside the baselines (its stage 1 and stage 2 are not repeated)
     python benchmarks/claims.py --seed=2020 --orders=3 --from-run=saved/<delrec run of that seed>
         # candidate-order sensitivity of that seed's DELRec run (``order.*`` keys of the table)
-    python benchmarks/claims.py --table [--report=docs/img/<prefix>]   # the table from the committed records
+    python benchmarks/claims.py --table [row ...] [--report=docs/img/<prefix>]
+        # the table from the committed records: the seeds that have these rows (default: the
+        # most complete seed's rows)
 
 Each row is one run of the plugin's own ``run_delrec`` with the overrides of :data:`ROWS`, on
 the default budget of the main command, all rows of a seed on the same candidate sets (the
@@ -153,18 +155,21 @@ def _costs(folder: Path, rows: list[str]) -> dict:
     return {"row_keys": {k: v for k, v in keys.items() if k in rows}, "cost": cost}
 
 
-def table(prefix: str, command: str, device: str, report: Path | None = None) -> dict:
-    """Summarise every seed that has all the rows the first complete seed has; with ``report``,
-    also the project's report of them (``report.md`` and its PNG pictures) in that folder."""
+def table(prefix: str, command: str, device: str, report: Path | None = None, rows: list[str] | None = None) -> dict:
+    """Summarise the seeds that have every one of ``rows`` (default: the rows of the most complete
+    seed), on those rows; with ``report``, also the project's report of them (``report.md`` and
+    its PNG pictures) in that folder."""
     from recbole_delrec.evaluation.summary import evidence_records, summarise, summary_table
 
     seeds = sorted(p for p in (RESULTS / "claims" / prefix).glob("seed-*") if (p / "delrec.records.parquet").is_file())
     with tempfile.TemporaryDirectory() as tmp:
         merged = {p.name: merged_seed(p, Path(tmp) / p.name) for p in seeds}
-        common = set.intersection(*(set(rows) for rows in merged.values()))
-        folders = [Path(tmp) / name for name, rows in merged.items() if set(rows) == common]
-        for folder in folders:  # the rows every seed has, so the seeds form one table
-            _keep_columns(folder, common)
+        wanted = {"delrec", *BASELINE_ROWS, *rows} if rows else set(max(merged.values(), key=len))
+        folders = [Path(tmp) / name for name, found in merged.items() if wanted <= set(found)]
+        print(f"table of {sorted(wanted)}: {[f.name for f in folders]} "
+              f"(without {sorted(set(merged) - {f.name for f in folders})}: rows missing)")
+        for folder in folders:  # the same rows in every seed, so the seeds form one table
+            _keep_columns(folder, wanted)
         summary = summarise(folders)
         agreement = _teacher_agreement(folders)
         if report:
@@ -269,7 +274,7 @@ def main() -> None:
             run_row(row, args.seed, args.dataset, args.prefix, args.checkpoint_dir,
                     args.from_run if row == "delrec" else None, args.config_files.split(), extra)
     if args.table or args.seed is None:
-        table(args.prefix, command, args.device_name, args.report)
+        table(args.prefix, command, args.device_name, args.report, args.rows)
 
 
 if __name__ == "__main__":
