@@ -26,7 +26,8 @@ row with Holm's correction over the table's family, activity and popularity buck
 ``benchmarks/results/<prefix>.claims.json`` with the keys (each behind ``<prefix>.``) ``<row>.<metric>.mean``/``.ci95``,
 ``delrec_vs_<row>.<metric>.pvalue``/``.pvalue_holm``, ``buckets.*``, ``stage1.fidelity.*``,
 ``<row>.teacher_agreement`` (the share of test users whose top-1 is the teacher's, with
-``delrec_vs_<row>.teacher_agreement.pvalue``), ``order.*`` (``--orders``) and ``seeds``.
+``delrec_vs_<row>.teacher_agreement.pvalue``), ``<row>.first_listed`` (whose top-1 is the
+first-listed candidate; ``target.first_listed`` for the true item), ``order.*`` (``--orders``) and ``seeds``.
 """
 
 from __future__ import annotations
@@ -223,6 +224,18 @@ def _teacher_agreement(folders: list[Path]) -> dict[str, float]:
     for row in rows:
         if row != "delrec" and row not in BASELINE_ROWS:
             out[f"delrec_vs_{row}.teacher_agreement.pvalue"] = sign_test(agree["delrec"], agree[row]).pvalue
+    return out | _first_listed(frames, [*rows, "teacher"])
+
+
+def _first_listed(frames: list, rows: list[str]) -> dict[str, float]:
+    """Share of test users whose top-1 is the prompt's first-listed candidate, per row over the
+    seeds, beside the target's own share (the candidates are shuffled per user): position bias."""
+    import numpy as np
+
+    first = [f["candidates"].map(lambda c: c[0]) for f in frames]
+    out = {"target.first_listed": float(np.mean([(f["target"] == c).mean() for f, c in zip(frames, first)]))}
+    for row in rows:
+        out[f"{row}.first_listed"] = float(np.mean([(f[f"top1.{row}"] == c).mean() for f, c in zip(frames, first)]))
     return out
 
 
