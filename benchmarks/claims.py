@@ -156,10 +156,12 @@ def _costs(folder: Path, rows: list[str]) -> dict:
     return {"row_keys": {k: v for k, v in keys.items() if k in rows}, "cost": cost}
 
 
-def table(prefix: str, command: str, device: str, report: Path | None = None, rows: list[str] | None = None) -> dict:
+def table(prefix: str, command: str, device: str, report: Path | None = None, rows: list[str] | None = None,
+          tag: str | None = None) -> dict:
     """Summarise the seeds that have every one of ``rows`` (default: the rows of the most complete
     seed), on those rows; with ``report``, also the project's report of them (``report.md`` and
-    its PNG pictures) in that folder."""
+    its PNG pictures) in that folder.  ``tag`` names a table of some rows beside the main one
+    (``<prefix>.claims.<tag>.json``, keys ``<prefix>.<tag>.*``)."""
     from recbole_delrec.evaluation.summary import evidence_records, summarise, summary_table
 
     seeds = sorted(p for p in (RESULTS / "claims" / prefix).glob("seed-*") if (p / "delrec.records.parquet").is_file())
@@ -180,9 +182,11 @@ def table(prefix: str, command: str, device: str, report: Path | None = None, ro
     flat.update(_fidelity(seeds))
     flat.update(agreement)
     date = datetime.date.today().isoformat()
-    records = [{"metric": f"{prefix}.{k}", "value": _rounded(k, v), "unit": "", "device": device, "date": date,
+    name = f"{prefix}.{tag}" if tag else prefix
+    records = [{"metric": f"{name}.{k}", "value": _rounded(k, v), "unit": "", "device": device, "date": date,
                 "command": command} for k, v in flat.items() if v is not None and not isinstance(v, (list, dict))]
-    (RESULTS / f"{prefix}.claims.json").write_text(json.dumps(records, indent=2) + "\n")
+    (RESULTS / (f"{prefix}.claims.{tag}.json" if tag else f"{prefix}.claims.json")).write_text(
+        json.dumps(records, indent=2) + "\n")
     return summary
 
 
@@ -267,6 +271,7 @@ def main() -> None:
     parser.add_argument("--from-run", help="the delrec row from this finished run folder of --seed")
     parser.add_argument("--config_files", default="", help="space-separated YAML files for every row (another LLM, say)")
     parser.add_argument("--device-name", default="cpu-2core")
+    parser.add_argument("--tag", help="with the table of named rows: write <prefix>.claims.<tag>.json, keys <prefix>.<tag>.*")
     parser.add_argument("--report", type=Path, help="with the table: write the report's Markdown and pictures here")
     parser.add_argument("--orders", type=int, help="with --seed and --from-run: the candidate-order analysis only")
     args, rest = parser.parse_known_args()
@@ -287,7 +292,7 @@ def main() -> None:
             run_row(row, args.seed, args.dataset, args.prefix, args.checkpoint_dir,
                     args.from_run if row == "delrec" else None, args.config_files.split(), extra)
     if args.table or args.seed is None:
-        table(args.prefix, command, args.device_name, args.report, args.rows)
+        table(args.prefix, command, args.device_name, args.report, args.rows, args.tag)
 
 
 if __name__ == "__main__":
