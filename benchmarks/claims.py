@@ -69,8 +69,8 @@ def run_row(row: str, seed: int, dataset: str, prefix: str, checkpoint_dir: str,
     from recbole_delrec import run_delrec
     from recbole_delrec.config import hidden_command_line
 
-    if from_run and json.loads((Path(from_run) / "records.json").read_text()).get("seed") != seed:
-        raise ValueError(f"--from-run {from_run} is not a run of --seed {seed}.")
+    if from_run:
+        check_run_seed(from_run, seed)
     overrides = dict(ROWS[row])
     files = [*(config_files or []), *overrides.pop("config_files", [])] or None
     values = {"seed": seed, "checkpoint_dir": checkpoint_dir, "show_progress": False, **(extra or {}), **overrides}
@@ -99,14 +99,19 @@ def keep(result: dict, row: str, folder: Path) -> None:
     (folder / f"{row}.result.json").write_text(json.dumps(small, indent=2, sort_keys=True) + "\n")
 
 
+def check_run_seed(run_dir: str, seed: int) -> None:
+    """A finished run given for a seed must be a run of that seed (its rows pair users by seed)."""
+    if json.loads((Path(run_dir) / "records.json").read_text()).get("seed") != seed:
+        raise ValueError(f"--from-run {run_dir} is not a run of --seed {seed}.")
+
+
 def analyse_orders(run_dir: str, orders: int, seed: int, dataset: str, prefix: str,
                    config_files: list[str] | None) -> None:
     """The order analysis of a seed's finished ``delrec`` run, kept beside its rows."""
     from recbole_delrec.evaluation.order import analyse_run, order_table
     from recbole_delrec.evaluation.summary import ORDER_FILE
 
-    if json.loads((Path(run_dir) / "records.json").read_text()).get("seed") != seed:
-        raise ValueError(f"--from-run {run_dir} is not a run of --seed {seed}.")
+    check_run_seed(run_dir, seed)
     result = analyse_run(run_dir, orders, dataset=dataset, config_file_list=config_files or None)
     print(order_table(result))
     shutil.copyfile(Path(run_dir) / ORDER_FILE, seed_dir(prefix, seed) / f"delrec.{ORDER_FILE}")
@@ -174,13 +179,14 @@ def table(prefix: str, command: str, device: str, report: Path | None = None, ro
         for folder in folders:  # the same rows in every seed, so the seeds form one table
             _keep_columns(folder, wanted)
         summary = summarise(folders)
-        agreement = _teacher_agreement(folders)
+        frames = _frames(folders)
+        behaviour = _teacher_agreement(frames) | _first_listed(frames)
         if report:
             _report(folders, Path(tmp) / "report", report)
     print(summary_table(summary))
     flat = evidence_records(summary)
     flat.update(_fidelity(seeds))
-    flat.update(agreement)
+    flat.update(behaviour)
     date = datetime.date.today().isoformat()
     name = f"{prefix}.{tag}" if tag else prefix
     records = [{"metric": f"{name}.{k}", "value": _rounded(k, v), "unit": "", "device": device, "date": date,
@@ -210,35 +216,45 @@ def _keep_columns(folder: Path, rows: set[str]) -> None:
     frame.drop(columns=drop).to_parquet(folder / "records.parquet", index=False)
 
 
-def _teacher_agreement(folders: list[Path]) -> dict[str, float]:
+def _frames(folders: list[Path]) -> list:
+    """Each merged seed's per-user records, in user order (so seeds pair user by user)."""
+    import pandas as pd
+
+    return [pd.read_parquet(f / "records.parquet").sort_values("user") for f in folders]
+
+
+def _top1_rows(frames: list) -> list[str]:
+    """The rows that have a top-1 column (every model of the table, the teacher included)."""
+    return sorted(c.split(".", 1)[1] for c in frames[0].columns if c.startswith("top1."))
+
+
+def _teacher_agreement(frames: list) -> dict[str, float]:
     """How often each row's top-1 is the teacher's on the test users: stage 1's fidelity where it
     matters.  Per user over the seeds, with DELRec's sign test against every LLM row; the
     conventional rows' own agreement with the teacher is the yardstick (two models that share
     no distillation, only the data)."""
     import numpy as np
-    import pandas as pd
 
     from recbole_delrec.evaluation.stats import sign_test
 
-    frames = [pd.read_parquet(f / "records.parquet").sort_values("user") for f in folders]
-    rows = sorted({c.split(".", 1)[1] for c in frames[0].columns if c.startswith("top1.")} - {"teacher"})
+    rows = [row for row in _top1_rows(frames) if row != "teacher"]
     agree = {row: np.mean([(f[f"top1.{row}"] == f["top1.teacher"]).to_numpy(float) for f in frames], axis=0)
              for row in rows}
     out = {f"{row}.teacher_agreement": float(values.mean()) for row, values in agree.items()}
     for row in rows:
         if row != "delrec" and row not in BASELINE_ROWS:
             out[f"delrec_vs_{row}.teacher_agreement.pvalue"] = sign_test(agree["delrec"], agree[row]).pvalue
-    return out | _first_listed(frames, [*rows, "teacher"])
+    return out
 
 
-def _first_listed(frames: list, rows: list[str]) -> dict[str, float]:
+def _first_listed(frames: list) -> dict[str, float]:
     """Share of test users whose top-1 is the prompt's first-listed candidate, per row over the
     seeds, beside the target's own share (the candidates are shuffled per user): position bias."""
     import numpy as np
 
     first = [f["candidates"].map(lambda c: c[0]) for f in frames]
     out = {"target.first_listed": float(np.mean([(f["target"] == c).mean() for f, c in zip(frames, first)]))}
-    for row in rows:
+    for row in _top1_rows(frames):
         out[f"{row}.first_listed"] = float(np.mean([(f[f"top1.{row}"] == c).mean() for f, c in zip(frames, first)]))
     return out
 

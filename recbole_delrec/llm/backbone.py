@@ -142,9 +142,9 @@ def compile_stacks(model: PreTrainedModel) -> None:
 
     In place (``nn.Module.compile``), so state-dict keys and PEFT's later injection are unchanged:
     the stack is traced at its first call, adapters included.  ``dynamic=True`` because prompt and
-    packed-row lengths change every batch; each mode (training, scoring without gradients) still
-    compiles once, a minute or two on a CPU, which is why ``llm_compile`` is an option
-    (``BENCHMARKS.md`` measures what it saves).
+    packed-row lengths change every batch; each mode (stage-1 and stage-2 training, scoring
+    without gradients) still compiles once, minutes on a CPU (SmolLM2 on 2 cores: ~7.5 min in all
+    for 6-9% per step), which is why ``llm_compile`` is an option, off (``BENCHMARKS.md``).
     """
     stacks = [model.get_decoder()] + ([model.get_encoder()] if model.config.is_encoder_decoder else [])
     for stack in stacks:

@@ -5,8 +5,8 @@ on TA and RPS examples jointly with dynamic task weights.  Fidelity (how often t
 LLM's top-1 on an RPS prompt equals the teacher's top-1) is measured on users held out from
 stage-1 training, before training (the random soft prompt) and after every epoch; the best
 trained soft prompt is kept (never the random one: a TA-only soft prompt, which the RPS fidelity
-may not reward, is still the TA-trained one), saved as its own file and reused by later runs with the same teacher,
-data set, LLM and stage-1 settings.
+may not reward, is still the TA-trained one), saved as its own file and reused by later runs
+with the same teacher, data set, LLM and stage-1 settings.
 """
 
 from __future__ import annotations
