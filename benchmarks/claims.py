@@ -26,7 +26,8 @@ row with Holm's correction over the table's family, activity and popularity buck
 ``benchmarks/results/<prefix>.claims.json`` with the keys (each behind ``<prefix>.``) ``<row>.<metric>.mean``/``.ci95``,
 ``delrec_vs_<row>.<metric>.pvalue``/``.pvalue_holm``, ``buckets.*``, ``stage1.fidelity.*``,
 ``<row>.teacher_agreement`` (the share of test users whose top-1 is the teacher's, with
-``delrec_vs_<row>.teacher_agreement.pvalue``), ``<row>.first_listed`` (whose top-1 is the
+``delrec_vs_<row>.teacher_agreement.pvalue``), ``<row>.hit@1.from_teacher``/``.own`` (its Hit@1
+split by that agreement), ``<row>.first_listed`` (whose top-1 is the
 first-listed candidate; ``target.first_listed`` for the true item), ``order.*`` (``--orders``) and ``seeds``.
 """
 
@@ -180,7 +181,7 @@ def table(prefix: str, command: str, device: str, report: Path | None = None, ro
             _keep_columns(folder, wanted)
         summary = summarise(folders)
         frames = _frames(folders)
-        behaviour = _teacher_agreement(frames) | _first_listed(frames)
+        behaviour = _teacher_agreement(frames) | _hits_by_agreement(frames) | _first_listed(frames)
         if report:
             _report(folders, Path(tmp) / "report", report)
     print(summary_table(summary))
@@ -244,6 +245,26 @@ def _teacher_agreement(frames: list) -> dict[str, float]:
     for row in rows:
         if row != "delrec" and row not in BASELINE_ROWS:
             out[f"delrec_vs_{row}.teacher_agreement.pvalue"] = sign_test(agree["delrec"], agree[row]).pvalue
+    return out
+
+
+def _hits_by_agreement(frames: list) -> dict[str, float]:
+    """Each model's Hit@1 split in two shares of all test users (they add up to its Hit@1): hits
+    where its top-1 is the teacher's (``.from_teacher``: there it scores exactly as the teacher)
+    and hits where it differs (``.own``).  Stage 1 distils the teacher's pattern, so this is where
+    a gain from distillation would show, per user: a distilled prompt should add ``from_teacher``
+    hits, a prompt that only helps the LLM read the task adds ``own`` ones.  Pooled over seeds."""
+    import pandas as pd
+
+    pooled = pd.concat(frames, ignore_index=True)
+    out = {}
+    for row in _top1_rows(frames):
+        if row == "teacher":
+            continue
+        hit = (pooled[f"rank.{row}"] == 1).to_numpy()
+        agree = (pooled[f"top1.{row}"] == pooled["top1.teacher"]).to_numpy()
+        out[f"{row}.hit@1.from_teacher"] = float((hit & agree).mean())
+        out[f"{row}.hit@1.own"] = float((hit & ~agree).mean())
     return out
 
 

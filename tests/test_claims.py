@@ -1,0 +1,89 @@
+"""benchmarks/claims.py's table: rows of a seed paired by user, seeds chosen by their rows, and
+the per-user figures read from the committed records (teacher agreement, its share of the hits)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tests.synthetic_runs import write_run
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "claims.py"
+USERS = 40
+
+
+def load_claims():
+    spec = importlib.util.spec_from_file_location("claims", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def keep_row(run: Path, folder: Path, row: str, rank: np.ndarray, top1: list[str]) -> None:
+    """One finished row of a seed as ``claims.keep`` leaves it: the row's run records, whose
+    ``rank.delrec``/``top1.delrec`` are the row's own, and its small result."""
+    frame = pd.read_parquet(run / "records.parquet")
+    frame["rank.delrec"], frame["top1.delrec"] = rank, top1
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / f"{row}.records.parquet", index=False)
+    shutil.copyfile(run / "records.json", folder / f"{row}.records.json")
+    result = json.loads((run / "result.json").read_text())
+    small = {"row_keys": result["row_keys"], "cost": result["cost"], "timings": result["timings"],
+             "stage1_result": {"fidelity_random": 0.05, "fidelity_distilled": 0.2} if row == "delrec" else {}}
+    (folder / f"{row}.result.json").write_text(json.dumps(small))
+
+
+def planted_seed(tmp_path: Path, claims, seed: int, rows: list[str]) -> None:
+    """A seed whose teacher is right on users 0-19; DELRec copies the teacher on users 0-9 and
+    20-29 and is right on its own on users 30-34; every other row is right on users 35-39 only."""
+    run = write_run(tmp_path / f"run-{seed}", seed, users=USERS)
+    frame = pd.read_parquet(run / "records.parquet")
+    targets = frame["target"].tolist()
+    teacher = [t if i < 20 else "x" for i, t in enumerate(targets)]
+    frame["rank.teacher"], frame["top1.teacher"] = np.where(np.arange(USERS) < 20, 1, 2), teacher
+    frame.to_parquet(run / "records.parquet", index=False)
+    delrec = [teacher[i] if i < 10 or 20 <= i < 30 else (targets[i] if 30 <= i < 35 else "y") for i in range(USERS)]
+    folder = claims.seed_dir("planted", seed)
+    keep_row(run, folder, "delrec", np.array([1 if d == t else 3 for d, t in zip(delrec, targets)]), delrec)
+    other = [t if i >= 35 else "y" for i, t in enumerate(targets)]
+    for row in rows:
+        keep_row(run, folder, row, np.array([1 if o == t else 3 for o, t in zip(other, targets)]), other)
+
+
+def records(path: Path) -> dict[str, float]:
+    return {r["metric"]: r["value"] for r in json.loads(path.read_text())}
+
+
+def test_hits_split_by_teacher_agreement_add_up_to_hit_at_1(tmp_path, monkeypatch):
+    claims = load_claims()
+    monkeypatch.setattr(claims, "RESULTS", tmp_path / "results")
+    planted_seed(tmp_path, claims, 1, ["no_soft_prompt"])
+    planted_seed(tmp_path, claims, 2, ["no_soft_prompt"])
+    summary = claims.table("planted", "python benchmarks/claims.py --table", "cpu-test")
+    found = records(tmp_path / "results" / "planted.claims.json")
+    assert summary["seeds"] == [1, 2]
+    assert found["planted.delrec.teacher_agreement"] == 0.5  # users 0-9 and 20-29
+    assert found["planted.delrec.hit@1.from_teacher"] == 0.25  # users 0-9: the teacher's hits it copied
+    assert found["planted.delrec.hit@1.own"] == 0.125  # users 30-34
+    assert found["planted.delrec.hit@1.mean"] == 0.375
+    assert found["planted.no_soft_prompt.hit@1.from_teacher"] == 0.0
+    assert found["planted.no_soft_prompt.hit@1.own"] == 0.125
+    assert found["planted.stage1.delrec.seed-1.fidelity.distilled"] == 0.2
+
+
+def test_a_table_of_named_rows_uses_only_the_seeds_that_have_them(tmp_path, monkeypatch, capsys):
+    claims = load_claims()
+    monkeypatch.setattr(claims, "RESULTS", tmp_path / "results")
+    planted_seed(tmp_path, claims, 1, ["no_soft_prompt", "random_soft_prompt"])
+    planted_seed(tmp_path, claims, 2, ["no_soft_prompt"])
+    both = claims.table("planted", "cmd", "cpu-test", rows=["no_soft_prompt"], tag="two")
+    first = claims.table("planted", "cmd", "cpu-test")  # the most complete seed's rows
+    assert both["seeds"] == [1, 2] and first["seeds"] == [1]
+    assert "random_soft_prompt" in first["metrics"] and "random_soft_prompt" not in both["metrics"]
+    assert "without ['seed-2']: rows missing" in capsys.readouterr().out
+    assert "planted.two.delrec.hit@1.mean" in records(tmp_path / "results" / "planted.claims.two.json")
