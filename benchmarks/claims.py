@@ -10,7 +10,9 @@
         # candidate-order sensitivity of that seed's DELRec run (``order.*`` keys of the table)
     python benchmarks/claims.py --table [row ...] [--report=docs/img/<prefix>]
         # the table from the committed records: the seeds that have these rows (default: the
-        # most complete seed's rows)
+        # main table's rows that the most complete seed has)
+    python benchmarks/claims.py --seed=2020 zeroshot_history_only   # a row beside the main table,
+    python benchmarks/claims.py --table zeroshot zeroshot_history_only --tag=prompt_wording  # in its own
 
 Each row is one run of the plugin's own ``run_delrec`` with the overrides of :data:`ROWS`, on
 the default budget of the main command, all rows of a seed on the same candidate sets (the
@@ -53,10 +55,14 @@ ROWS = {
     "zeroshot": {"n_soft_tokens": 0, "delrec_tasks": [], "epochs": 0},
     "delrec_full_budget": {"config_files": ["properties/overall/full-budget.yaml"]},
     "no_soft_prompt_full_budget": {"n_soft_tokens": 0, "config_files": ["properties/overall/full-budget.yaml"]},
+    # the prompt's wording: the zero-shot LSR prompt without its candidate list (pointwise scoring)
+    "zeroshot_history_only": {"n_soft_tokens": 0, "delrec_tasks": [], "epochs": 0,
+                              "lsr_template": "benchmarks/templates/lsr_history_only.txt"},
 }
 #: Rows the ``delrec`` run scores beside DELRec (their records columns).
 BASELINE_ROWS = {"teacher": "teacher", "gru4rec": "gru4rec", "caser": "caser", "pop": "pop"}
-DEFAULT_ROWS = [r for r in ROWS if not r.endswith("full_budget")]
+#: The main table's rows; the others run on request (``--table`` of named rows, ``--tag``).
+DEFAULT_ROWS = ["delrec", "no_soft_prompt", "random_soft_prompt", "ta_only", "rps_only", "zeroshot"]
 
 
 def seed_dir(prefix: str, seed: int) -> Path:
@@ -74,6 +80,8 @@ def run_row(row: str, seed: int, dataset: str, prefix: str, checkpoint_dir: str,
         check_run_seed(from_run, seed)
     overrides = dict(ROWS[row])
     files = [*(config_files or []), *overrides.pop("config_files", [])] or None
+    if "lsr_template" in overrides:
+        overrides["prompt_template_dir"] = templates_with(Path(overrides.pop("lsr_template")), checkpoint_dir)
     values = {"seed": seed, "checkpoint_dir": checkpoint_dir, "show_progress": False, **(extra or {}), **overrides}
     if row != "delrec":
         values["candidates_path"] = str(seed_dir(prefix, seed) / "delrec.candidates.parquet")
@@ -85,6 +93,16 @@ def run_row(row: str, seed: int, dataset: str, prefix: str, checkpoint_dir: str,
         result["timings"] = {**trained["timings"], "rescored_test_seconds": result["timings"]["test_seconds"]}
     keep(result, row, seed_dir(prefix, seed))
     return result
+
+
+def templates_with(lsr: Path, checkpoint_dir: str) -> str:
+    """A ``prompt_template_dir`` of the packaged templates with ``lsr`` as its ``lsr.txt``."""
+    from recbole_delrec.prompts.builder import template_dir
+
+    folder = Path(checkpoint_dir) / f"templates-{lsr.stem}"
+    shutil.copytree(template_dir(), folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(lsr, folder / "lsr.txt")
+    return str(folder)
 
 
 def keep(result: dict, row: str, folder: Path) -> None:
@@ -164,8 +182,8 @@ def _costs(folder: Path, rows: list[str]) -> dict:
 
 def table(prefix: str, command: str, device: str, report: Path | None = None, rows: list[str] | None = None,
           tag: str | None = None) -> dict:
-    """Summarise the seeds that have every one of ``rows`` (default: the rows of the most complete
-    seed), on those rows; with ``report``, also the project's report of them (``report.md`` and
+    """Summarise the seeds that have every one of ``rows`` (default: the main table's rows of the
+    most complete seed), on those rows; with ``report``, also the project's report of them (``report.md`` and
     its PNG pictures) in that folder.  ``tag`` names a table of some rows beside the main one
     (``<prefix>.claims.<tag>.json``, keys ``<prefix>.<tag>.*``)."""
     from recbole_delrec.evaluation.summary import evidence_records, summarise, summary_table
@@ -173,7 +191,8 @@ def table(prefix: str, command: str, device: str, report: Path | None = None, ro
     seeds = sorted(p for p in (RESULTS / "claims" / prefix).glob("seed-*") if (p / "delrec.records.parquet").is_file())
     with tempfile.TemporaryDirectory() as tmp:
         merged = {p.name: merged_seed(p, Path(tmp) / p.name) for p in seeds}
-        wanted = {"delrec", *BASELINE_ROWS, *rows} if rows else set(max(merged.values(), key=len))
+        main = [set(found) & {*BASELINE_ROWS, *DEFAULT_ROWS} for found in merged.values()]
+        wanted = {"delrec", *BASELINE_ROWS, *rows} if rows else max(main, key=len)
         folders = [Path(tmp) / name for name, found in merged.items() if wanted <= set(found)]
         print(f"table of {sorted(wanted)}: {[f.name for f in folders]} "
               f"(without {sorted(set(merged) - {f.name for f in folders})}: rows missing)")

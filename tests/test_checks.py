@@ -7,9 +7,11 @@ generated atomic files (``tests/generated.py``) and RecBole's bundled ML-100K.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from recbole_delrec import run_delrec
 from recbole_delrec.config import hidden_command_line, isolated_config
@@ -97,8 +99,26 @@ def _templates(folder: Path, **replaced: str) -> str:
 
 
 def test_template_without_candidates_placeholder(toy, tmp_path):
-    toy["prompt_template_dir"] = _templates(tmp_path / "prompts", lsr="{soft_prompt} The user bought {history}.")
-    fails_fast(toy, "lsr.txt lacks {candidates}", "needs {candidates}, {history}, {soft_prompt}")
+    toy["prompt_template_dir"] = _templates(tmp_path / "prompts", rps="{soft_prompt} The user bought {history}.")
+    fails_fast(toy, "rps.txt lacks {candidates}", "needs {candidates}, {history}, {soft_prompt}")
+
+
+def test_lsr_template_without_candidates_scores_each_candidate_alone(toy, tmp_path, caplog):
+    """An LSR prompt may leave the list out: then a candidate's score is its own, whatever the
+    other candidates and their order (a listed prompt reads them all)."""
+    toy.update(llm_dtype="float32", prompt_template_dir=_templates(
+        tmp_path / "prompts", lsr="{soft_prompt} The user bought {history}. Next they buy:"))
+    with caplog.at_level(logging.INFO):
+        model = build(isolated_config("DELRec", "toy", toy)).model.eval()
+    assert "the lsr template lists no candidates" in caplog.text
+    histories = [[1, 2, 3], [4, 5]]
+    candidates = torch.tensor([[7, 8, 9, 10], [11, 12, 13, 14]])
+    with torch.no_grad():
+        scores = model.score_candidates(histories, candidates)
+        reversed_scores = model.score_candidates(histories, candidates.flip(1))
+        alone = model.score_candidates(histories, candidates[:, :1])
+    torch.testing.assert_close(reversed_scores.flip(1), scores, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone[:, 0], scores[:, 0], rtol=1e-5, atol=1e-5)
 
 
 def test_template_with_unknown_placeholder(toy, tmp_path):

@@ -79,11 +79,12 @@ def test_hits_split_by_teacher_agreement_add_up_to_hit_at_1(tmp_path, monkeypatc
 def test_a_table_of_named_rows_uses_only_the_seeds_that_have_them(tmp_path, monkeypatch, capsys):
     claims = load_claims()
     monkeypatch.setattr(claims, "RESULTS", tmp_path / "results")
-    planted_seed(tmp_path, claims, 1, ["no_soft_prompt", "random_soft_prompt"])
+    planted_seed(tmp_path, claims, 1, ["no_soft_prompt", "random_soft_prompt", "zeroshot_history_only"])
     planted_seed(tmp_path, claims, 2, ["no_soft_prompt"])
     both = claims.table("planted", "cmd", "cpu-test", rows=["no_soft_prompt"], tag="two")
-    first = claims.table("planted", "cmd", "cpu-test")  # the most complete seed's rows
+    first = claims.table("planted", "cmd", "cpu-test")  # the most complete seed's main rows
     assert both["seeds"] == [1, 2] and first["seeds"] == [1]
     assert "random_soft_prompt" in first["metrics"] and "random_soft_prompt" not in both["metrics"]
+    assert "zeroshot_history_only" not in first["metrics"]  # a row beside the main table
     assert "without ['seed-2']: rows missing" in capsys.readouterr().out
     assert "planted.two.delrec.hit@1.mean" in records(tmp_path / "results" / "planted.claims.two.json")

@@ -15,6 +15,7 @@ kept out of this model's ``state_dict``: checkpoints hold only what DELRec train
 from __future__ import annotations
 
 import math
+from logging import getLogger
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -36,7 +37,8 @@ from recbole_delrec.llm.loading import check_llm_path, load_backbone
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.data.prefixes import stage2_rows
-from recbole_delrec.prompts import PromptBuilder, check_template, domain_words, load_template, template_path
+from recbole_delrec.prompts import (CANDIDATES_SLOT, PromptBuilder, check_template, domain_words, load_template,
+                                    template_path)
 from recbole_delrec.data.titles import ItemText, TitleTokens, check_title_field
 from recbole_delrec.teacher import teacher_class
 
@@ -139,10 +141,14 @@ class DELRec(SequentialRecommender):
     # ------------------------------------------------------------------ construction
     def _builders(self, config, templates, backbone: Backbone, title_ids) -> dict[str, PromptBuilder]:
         static = {"teacher": config["teacher_model"], **domain_words(config["domain"])}
-        return {
+        builders = {
             task: backbone.prompt_builder(text, static, title_ids, self.n_soft, config["max_prompt_tokens"])
             for task, text in templates.items()
         }
+        if CANDIDATES_SLOT not in builders["lsr"].slots:
+            getLogger().info("Prompts: the lsr template lists no candidates: each candidate is scored by the "
+                             "likelihood of its title after the history alone (pointwise)")
+        return builders
 
     @staticmethod
     def _adalora_options(config, backbone: Backbone) -> dict:

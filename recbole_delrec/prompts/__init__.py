@@ -1,6 +1,7 @@
 """Prompt templates (``templates/*.txt``, ``domains.yaml``) and the token-level builder."""
 
 from recbole_delrec.prompts.builder import (
+    CANDIDATES_SLOT,
     TASK_SLOTS,
     HistoryCuts,
     PromptBuilder,
@@ -12,6 +13,6 @@ from recbole_delrec.prompts.builder import (
 )
 
 __all__ = [
-    "TASK_SLOTS", "HistoryCuts", "PromptBuilder", "PromptIds", "check_template", "domain_words",
-    "load_template", "template_path",
+    "CANDIDATES_SLOT", "TASK_SLOTS", "HistoryCuts", "PromptBuilder", "PromptIds", "check_template",
+    "domain_words", "load_template", "template_path",
 ]

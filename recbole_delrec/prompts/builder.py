@@ -38,6 +38,11 @@ TASK_SLOTS = {
     "rps": ("history", CANDIDATES_SLOT),
     "ta": ("demo_history", "demo_prediction", "demo_answer", "query_history", "query_prediction", CANDIDATES_SLOT),
 }
+#: Slots a task's template may leave out.  An LSR prompt without ``{candidates}`` shows the
+#: history alone, and each candidate is scored by its title's likelihood after it (pointwise),
+#: instead of being picked from a list that the LLM reads in an order: SmolLM2 zero-shot picks
+#: the first listed candidate for a third of users (``BENCHMARKS.md``).
+OPTIONAL_SLOTS = {"lsr": frozenset({CANDIDATES_SLOT})}
 LIST_SEPARATOR = "; "
 SOFT_MARKER = "[SOFT PROMPT x{n}]"
 _SLOT = re.compile(r"\{(\w+)\}")
@@ -93,20 +98,23 @@ def load_template(task: str, domain: str, custom_dir: str | None = None) -> str:
 
 
 def check_template(task: str, template: str, static: Mapping[str, str], where: Path | str) -> None:
-    """A template must have every slot its task fills and no slot nobody fills.
+    """A template must have every slot its task fills (but :data:`OPTIONAL_SLOTS`) and no slot
+    nobody fills.
 
-    Checked before anything trains: a missing ``{candidates}`` would otherwise surface as a
+    Checked before anything trains: a missing ``{candidates}`` would otherwise surface as an RPS
     prompt without candidates, an unknown slot as a ``KeyError`` in the middle of stage 1.
     """
     found = set(_SLOT.findall(template))
     dynamic = {SOFT_SLOT, *TASK_SLOTS[task]}
-    missing, unknown = dynamic - found, found - dynamic - set(static)
+    needed = dynamic - OPTIONAL_SLOTS.get(task, frozenset())
+    missing = needed - found
+    unknown = found - dynamic - set(static)
     problems = [f"lacks {_braced(missing)}"] if missing else []
     problems += [f"has unknown {_braced(unknown)}"] if unknown else []
     if problems:
         raise ValueError(
             f"Prompt template {where} {' and '.join(problems)}: a {task} template needs "
-            f"{_braced(dynamic)} and may use the wording {_braced(static)}. "
+            f"{_braced(needed)} and may use the wording {_braced(static)}. "
             f"Fix the file in prompt_template_dir (the packaged {task}.txt is a model), or set "
             f"`prompt_template_dir: ~`."
         )
