@@ -45,6 +45,8 @@ import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Prompt templates of rows that change the wording (``benchmarks/templates``).
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: Each row's overrides of the main command's settings.
 ROWS = {
     "delrec": {"baselines": ["GRU4Rec", "Caser", "Pop"]},
@@ -57,7 +59,7 @@ ROWS = {
     "no_soft_prompt_full_budget": {"n_soft_tokens": 0, "config_files": ["properties/overall/full-budget.yaml"]},
     # the prompt's wording: the zero-shot LSR prompt without its candidate list (pointwise scoring)
     "zeroshot_history_only": {"n_soft_tokens": 0, "delrec_tasks": [], "epochs": 0,
-                              "lsr_template": "benchmarks/templates/lsr_history_only.txt"},
+                              "lsr_template": "lsr_history_only.txt"},
 }
 #: Rows the ``delrec`` run scores beside DELRec (their records columns).
 BASELINE_ROWS = {"teacher": "teacher", "gru4rec": "gru4rec", "caser": "caser", "pop": "pop"}
@@ -81,7 +83,7 @@ def run_row(row: str, seed: int, dataset: str, prefix: str, checkpoint_dir: str,
     overrides = dict(ROWS[row])
     files = [*(config_files or []), *overrides.pop("config_files", [])] or None
     if "lsr_template" in overrides:
-        overrides["prompt_template_dir"] = templates_with(Path(overrides.pop("lsr_template")), checkpoint_dir)
+        overrides["prompt_template_dir"] = templates_with(TEMPLATES / overrides.pop("lsr_template"), checkpoint_dir)
     values = {"seed": seed, "checkpoint_dir": checkpoint_dir, "show_progress": False, **(extra or {}), **overrides}
     if row != "delrec":
         values["candidates_path"] = str(seed_dir(prefix, seed) / "delrec.candidates.parquet")

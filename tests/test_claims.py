@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recbole_delrec.prompts import check_template, domain_words, load_template
 from tests.synthetic_runs import write_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "claims.py"
@@ -88,3 +89,15 @@ def test_a_table_of_named_rows_uses_only_the_seeds_that_have_them(tmp_path, monk
     assert "zeroshot_history_only" not in first["metrics"]  # a row beside the main table
     assert "without ['seed-2']: rows missing" in capsys.readouterr().out
     assert "planted.two.delrec.hit@1.mean" in records(tmp_path / "results" / "planted.claims.two.json")
+
+
+def test_a_wording_row_gets_the_packaged_templates_with_its_own_lsr(tmp_path):
+    claims = load_claims()
+    lsr = claims.TEMPLATES / claims.ROWS["zeroshot_history_only"]["lsr_template"]
+    folder = Path(claims.templates_with(lsr, str(tmp_path)))
+    static = {"teacher": "SASRec", **domain_words("movies")}
+    for task in ("lsr", "rps", "ta"):
+        check_template(task, (folder / f"{task}.txt").read_text(encoding="utf-8"), static, folder)
+    assert load_template("lsr", "movies", str(folder)) == lsr.read_text(encoding="utf-8").strip()
+    assert "{candidates}" not in load_template("lsr", "movies", str(folder))
+    assert load_template("rps", "movies", str(folder)) == load_template("rps", "movies")
