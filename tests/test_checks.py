@@ -98,7 +98,7 @@ def _templates(folder: Path, **replaced: str) -> str:
     return str(folder)
 
 
-def test_template_without_candidates_placeholder(toy, tmp_path):
+def test_rps_template_without_candidates_placeholder(toy, tmp_path):
     toy["prompt_template_dir"] = _templates(tmp_path / "prompts", rps="{soft_prompt} The user bought {history}.")
     fails_fast(toy, "rps.txt lacks {candidates}", "needs {candidates}, {history}, {soft_prompt}")
 

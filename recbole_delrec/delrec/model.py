@@ -15,8 +15,8 @@ kept out of this model's ``state_dict``: checkpoints hold only what DELRec train
 from __future__ import annotations
 
 import math
-from logging import getLogger
 from collections.abc import Mapping, Sequence
+from logging import getLogger
 
 import numpy as np
 import torch
@@ -147,7 +147,8 @@ class DELRec(SequentialRecommender):
         }
         if CANDIDATES_SLOT not in builders["lsr"].slots:
             getLogger().info("Prompts: the lsr template lists no candidates: each candidate is scored by the "
-                             "likelihood of its title after the history alone (pointwise)")
+                             "likelihood of its title after the history alone (pointwise; candidate order, and so "
+                             "`candidate_orders`, changes nothing)")
         return builders
 
     @staticmethod
@@ -180,7 +181,8 @@ class DELRec(SequentialRecommender):
         return self.scorer(self.llm.get_base_model(), self.soft_prompt, batch, candidates.to(self.device))
 
     def score_candidates(self, histories: list[list[int]], candidates: torch.Tensor) -> torch.Tensor:
-        """``(B, C)`` LSR scores; each prompt lists its row of ``candidates`` (0 = padding)."""
+        """``(B, C)`` LSR scores of each row of ``candidates`` (0 = padding), which the prompt lists
+        unless the lsr template leaves ``{candidates}`` out."""
         slots = [
             {"history": history, "candidates": [c for c in row if c > 0]}
             for history, row in zip(histories, candidates.tolist())
