@@ -73,12 +73,14 @@ def _markdown(summary: dict[str, Any], pictures: list[str]) -> str:
     lines += ["", "## Paired tests (DELRec - row, users paired)", "", "```", summary_table(summary), "```", "",
               "![per-seed points](seeds.png)", ""]
     for kind, table in summary["buckets"].items():
-        lines += [f"## By {kind}", "", f"![{kind} buckets](buckets_{kind}.png)", ""]
+        lines += [f"## By {kind}", "", f"![{kind} buckets](buckets_{kind}.png)", "",
+                  "Marks: DELRec against the row on the bucket's own users, Holm over the bucket's tests.", ""]
         for metric in metrics:
             lines += [f"**{metric}**", "", "| bucket | range | users | " + " | ".join(summary["names"].values()) + " |",
                       "|---" * (3 + len(summary["names"])) + "|"]
             for row in table["rows"]:
-                cells = [_bucket_cell(row["models"][m][metric]) for m in summary["names"]]
+                cells = [_bucket_cell(row["models"][m][metric], row["tests"].get(m, {}).get(metric))
+                         for m in summary["names"]]
                 lines.append(f"| {row['name']} | {row['range']} | {row['users']} | " + " | ".join(cells) + " |")
             lines.append("")
     if summary["order"]:
@@ -97,8 +99,11 @@ def _markdown(summary: dict[str, Any], pictures: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _bucket_cell(value: dict[str, Any]) -> str:
-    return "-" if value["mean"] is None else f"{value['mean']:.4f} [{value['low']:.4f}, {value['high']:.4f}]"
+def _bucket_cell(value: dict[str, Any], test: dict[str, Any] | None) -> str:
+    """A bucket's mean [interval], marked like the main table from the bucket's own tests."""
+    if value["mean"] is None:
+        return "-"
+    return f"{value['mean']:.4f} [{value['low']:.4f}, {value['high']:.4f}]" + (_mark(test["pvalue_holm"]) if test else "")
 
 
 def _seed_points(summary: dict[str, Any]) -> tuple[Figure, go.Figure]:

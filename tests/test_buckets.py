@@ -130,3 +130,25 @@ def test_compare_runs_pairs_two_settings_on_the_same_seeds(tmp_path):
     assert gain["ndcg@5"]["difference"] > 0 and gain["ndcg@5"]["pvalue"] < 0.01
     with pytest.raises(ValueError, match="same seeds"):
         compare_runs(full, better[:2] + [write_run(tmp_path / "other9", seed=9)])
+
+
+def test_each_bucket_tests_delrec_on_its_own_users(tmp_path):
+    """A gain planted only on head targets is significant in ``item_head`` and absent (p = 1,
+    no difference) in ``item_tail``, where DELRec ranks exactly as the teacher; the records carry
+    both p values with Holm over the bucket's family."""
+    runs = []
+    for s in (1, 2):
+        run = write_run(tmp_path / f"run{s}", seed=s)
+        frame = pd.read_parquet(run / "records.parquet")
+        head = frame["target_train_count"] > frame["target_train_count"].quantile(0.6)
+        frame["rank.delrec"] = np.where(head, 1, frame["rank.teacher"])
+        frame.to_parquet(run / "records.parquet")
+        runs.append(run)
+    summary = summarise(runs)
+    rows = {row["name"]: row for row in summary["buckets"]["popularity"]["rows"]}
+    assert rows["item_head"]["tests"]["teacher"]["hit@1"]["pvalue"] < 0.001
+    tail = rows["item_tail"]["tests"]["teacher"]["ndcg@5"]
+    assert tail["pvalue"] == 1.0 and tail["difference"] == 0.0
+    records = evidence_records(summary)
+    key = "buckets.item_head.delrec_vs_teacher.hit@1"
+    assert records[f"{key}.pvalue_holm"] >= records[f"{key}.pvalue"] == rows["item_head"]["tests"]["teacher"]["hit@1"]["pvalue"]

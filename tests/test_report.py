@@ -18,6 +18,8 @@ def test_report_over_seeds_writes_markdown_pictures_and_html(tmp_path):
     text = markdown.read_text()
     assert "| DELRec |" in text and "***" in text and "Student t across seeds" in text
     assert "item_cold" in text and "user_1" in text and "## Candidate order" in text
+    bucket_rows = [line for line in text.splitlines() if line.startswith("| user_")]
+    assert bucket_rows and all(line.count("]*") + line.count("] (n.s.)") == 2 for line in bucket_rows)  # 2 rows vs DELRec
     for name in ("seeds", "buckets_activity", "buckets_popularity", "order_positions"):
         png = tmp_path / "report" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@
 mean, standard deviation and 95% interval (Student t across seeds; with one seed a bootstrap
 over users), DELRec's paired test against every other row (users paired, see
 :mod:`~recbole_delrec.evaluation.stats`), both user breakdowns
-(:mod:`~recbole_delrec.evaluation.buckets`), the candidate-order analysis where a folder has
+(:mod:`~recbole_delrec.evaluation.buckets`, with the same tests inside each bucket), the candidate-order analysis where a folder has
 one (:mod:`~recbole_delrec.evaluation.order`), and test time per user.  It works on any list
 of finished folders, so the seeds command and the report share it.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from recbole_delrec.evaluation.buckets import bucket_table, user_buckets
+from recbole_delrec.evaluation.buckets import Buckets, bucket_table, user_buckets
 from recbole_delrec.evaluation.outcomes import distinct_metrics, metric_names, model_keys, outcome, parse_metric
 from recbole_delrec.evaluation.records import load_records
 from recbole_delrec.evaluation.stats import holm, interval, paired_test
@@ -60,7 +60,8 @@ def summarise(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> 
         "users": len(frames[0]), "names": {m: meta["models"].get(m, m) for m in models},
         "metrics": {m: {metric: _model_metric(frames, m, metric, seed) for metric in metrics} for m in models},
         "tests": _tests(frames, models, metrics),
-        "buckets": {b.kind: {"edges": b.edges, "rows": bucket_table(frames, b, models, metrics, seed)}
+        "buckets": {b.kind: {"edges": b.edges, "rows": _with_tests(bucket_table(frames, b, models, metrics, seed),
+                                                                    frames, b, models, metrics)}
                     for b in user_buckets(frames[0], options)},
         "order": [json.loads((p / ORDER_FILE).read_text()) for p in paths if (p / ORDER_FILE).is_file()],
         "timings": _timings(paths, models),
@@ -111,6 +112,17 @@ def _tests(frames: list[pd.DataFrame], models: list[str], metrics: list[str]) ->
         for metric, t in per_metric.items():
             t["pvalue_holm"] = adjusted[(other, same[metric])]
     return tests
+
+
+def _with_tests(rows: list[dict], frames: list[pd.DataFrame], buckets: Buckets, models: list[str],
+                metrics: list[str]) -> list[dict]:
+    """Each bucket row with DELRec's paired tests on the bucket's own users (``tests``, shaped as
+    the summary's, Holm over the bucket's family): a lead on a subgroup of users is a finding only
+    with a test, and a subgroup can reverse what the whole table says."""
+    for row in rows:
+        members = buckets.labels == row["name"]
+        row["tests"] = _tests([f[members] for f in frames], models, metrics) if row["users"] else {}
+    return rows
 
 
 def _user_means(frames: list[pd.DataFrame], model: str, metric: str) -> np.ndarray:
@@ -195,6 +207,10 @@ def evidence_records(summary: dict[str, Any]) -> dict[str, float]:
                 for metric, v in per_metric.items():
                     if v["mean"] is not None:
                         out[f"buckets.{row['name']}.{model}.{metric}"] = v["mean"]
+            for other, per_metric in row.get("tests", {}).items():
+                for metric, t in per_metric.items():
+                    out[f"buckets.{row['name']}.delrec_vs_{other}.{metric}.pvalue"] = t["pvalue"]
+                    out[f"buckets.{row['name']}.delrec_vs_{other}.{metric}.pvalue_holm"] = t["pvalue_holm"]
     if summary["order"]:
         out.update({f"order.{k}": v for k, v in summary["order"][0]["records"].items()})
     out.update(summary["timings"])
