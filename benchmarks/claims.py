@@ -11,8 +11,9 @@
     python benchmarks/claims.py --table [row ...] [--report=docs/img/<prefix>]
         # the table from the committed records: the seeds that have these rows (default: the
         # main table's rows that the most complete seed has)
-    python benchmarks/claims.py --seed=2020 zeroshot_history_only   # a row beside the main table,
-    python benchmarks/claims.py --table zeroshot zeroshot_history_only --tag=prompt_wording  # in its own
+    python benchmarks/claims.py --seed=2020 zeroshot_history_only delrec_history_only  # rows beside the
+    python benchmarks/claims.py --table zeroshot zeroshot_history_only delrec_history_only \
+        --tag=prompt_wording                                          # main table, in their own
 
 Each row is one run of the plugin's own ``run_delrec`` with the overrides of :data:`ROWS`, on
 the default budget of the main command, all rows of a seed on the same candidate sets (the
@@ -60,6 +61,8 @@ ROWS = {
     # the prompt's wording: the zero-shot LSR prompt without its candidate list (pointwise scoring)
     "zeroshot_history_only": {"n_soft_tokens": 0, "delrec_tasks": [], "epochs": 0,
                               "lsr_template": "lsr_history_only.txt"},
+    # DELRec itself (stage 1 + stage 2) with that prompt
+    "delrec_history_only": {"lsr_template": "lsr_history_only.txt"},
 }
 #: Rows the ``delrec`` run scores beside DELRec (their records columns).
 BASELINE_ROWS = {"teacher": "teacher", "gru4rec": "gru4rec", "caser": "caser", "pop": "pop"}
