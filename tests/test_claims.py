@@ -3,7 +3,6 @@ the per-user figures read from the committed records (teacher agreement, its sha
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,17 +11,10 @@ import numpy as np
 import pandas as pd
 
 from recbole_delrec.prompts import check_template, domain_words, load_template
+from tests.benchmark_scripts import load_script
 from tests.synthetic_runs import write_run
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "claims.py"
 USERS = 40
-
-
-def load_claims():
-    spec = importlib.util.spec_from_file_location("claims", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def keep_row(run: Path, folder: Path, row: str, rank: np.ndarray, top1: list[str]) -> None:
@@ -61,7 +53,7 @@ def records(path: Path) -> dict[str, float]:
 
 
 def test_hits_split_by_teacher_agreement_add_up_to_hit_at_1(tmp_path, monkeypatch):
-    claims = load_claims()
+    claims = load_script("claims")
     monkeypatch.setattr(claims, "RESULTS", tmp_path / "results")
     planted_seed(tmp_path, claims, 1, ["no_soft_prompt"])
     planted_seed(tmp_path, claims, 2, ["no_soft_prompt"])
@@ -78,7 +70,7 @@ def test_hits_split_by_teacher_agreement_add_up_to_hit_at_1(tmp_path, monkeypatc
 
 
 def test_a_table_of_named_rows_uses_only_the_seeds_that_have_them(tmp_path, monkeypatch, capsys):
-    claims = load_claims()
+    claims = load_script("claims")
     monkeypatch.setattr(claims, "RESULTS", tmp_path / "results")
     planted_seed(tmp_path, claims, 1, ["no_soft_prompt", "random_soft_prompt", "zeroshot_history_only"])
     planted_seed(tmp_path, claims, 2, ["no_soft_prompt"])
@@ -92,7 +84,7 @@ def test_a_table_of_named_rows_uses_only_the_seeds_that_have_them(tmp_path, monk
 
 
 def test_a_wording_row_gets_the_packaged_templates_with_its_own_lsr(tmp_path):
-    claims = load_claims()
+    claims = load_script("claims")
     lsr = claims.TEMPLATES / claims.ROWS["zeroshot_history_only"]["lsr_template"]
     folder = Path(claims.templates_with(lsr, str(tmp_path)))
     static = {"teacher": "SASRec", **domain_words("movies")}

@@ -3,9 +3,7 @@ records issue 19 names, and its FLOP count of the packed scorer is torch's own m
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -13,23 +11,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from recbole_delrec.llm.causal import CausalScorer, PackedRow
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
+from tests.benchmark_scripts import load_script
 from tests.test_causal import PROMPTS, TITLES, save_tiny_llama, tiny_llama
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "llm_speed.py"
-
-
-def llm_speed():
-    spec = importlib.util.spec_from_file_location("llm_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_one_run_measures_scoring_naive_stage1_stage2_and_profiles(tmp_path, capsys):
     out = tmp_path / "speed.json"
-    code = llm_speed().main(["--llm_path", save_tiny_llama(tmp_path / "llama"), "--model-name", "tiny",
-                             "--device", "cpu", "--dtype", "fp32", "--users", "1", "--repeats", "1",
-                             "--profile", "--out", str(out)])
+    code = load_script("llm_speed").main(["--llm_path", save_tiny_llama(tmp_path / "llama"), "--model-name", "tiny",
+                                          "--device", "cpu", "--dtype", "fp32", "--users", "1", "--repeats", "1",
+                                          "--profile", "--out", str(out)])
     assert code == 0  # the packed scores are the naive ones within fp32 tolerance
     records = {r["metric"]: r for r in json.loads(out.read_text())}
     for key in ("cpu.matmul.bf16_gflops", "cpu.matmul.fp32_gflops", "cpu.tiny.scoring.mfu", "cpu.tiny.scoring.ms_per_user",
@@ -52,7 +42,7 @@ def test_causal_flop_count_is_torch_matmul_count_less_what_the_mask_hides():
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         scorer(model, soft, batch, candidates)
     linear = sum(m.weight.numel() for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear))
-    counts = llm_speed().causal_flop_counts(model.config, [(PROMPTS[0], [1, 2, 3, 5])], TITLES, linear, 0)
+    counts = load_script("llm_speed").causal_flop_counts(model.config, [(PROMPTS[0], [1, 2, 3, 5])], TITLES, linear, 0)
     row = PackedRow.pack(batch, scorer.table(torch.device("cpu")), candidates, pad_id=0)
     width, per_key = row.input_ids.shape[1], 4 * model.config.num_hidden_layers * model.config.hidden_size
     assert counts["tokens"] == width  # one prompt: no padding

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.benchmark_scripts import load_script
 from tests.conftest import tiny_dict
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "titles.py"
-
-
-def load_titles():
-    spec = importlib.util.spec_from_file_location("titles", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def seed_frame(seed: int, users: int = 60) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -36,7 +25,7 @@ def seed_frame(seed: int, users: int = 60) -> tuple[pd.DataFrame, dict[str, int]
 
 
 def test_a_row_that_always_picks_the_longest_title_is_found():
-    titles = load_titles()
+    titles = load_script("titles")
     (first, lengths), (second, _) = seed_frame(0), seed_frame(0)
     figures = titles.summarise([first, second], lengths, {k: 1.0 for k in lengths})
     assert figures["longest.top1_length_percentile"] == 1.0
@@ -51,7 +40,7 @@ def test_a_row_that_always_picks_the_longest_title_is_found():
 
 
 def test_delrec_is_tested_against_every_row_inside_each_length_tercile():
-    titles = load_titles()
+    titles = load_script("titles")
     frame, lengths = seed_frame(1)
     frame["top1.delrec"], frame["rank.delrec"] = frame["top1.fair"], frame["rank.fair"]
     figures = titles.summarise([frame], lengths, {k: 1.0 for k in lengths})
@@ -62,7 +51,7 @@ def test_delrec_is_tested_against_every_row_inside_each_length_tercile():
 
 def test_titles_are_tokenised_as_the_run_scores_them(tiny_data, tiny_model, saved_dir):
     """The script's lengths are the scored titles of a real DELRec on the same data and LLM."""
-    titles = load_titles()
+    titles = load_script("titles")
     config, train, _, _ = tiny_data
     lengths, per_word = titles.title_lengths("ml-100k", tiny_dict(saved_dir))
     dataset = train._dataset
