@@ -13,7 +13,7 @@
         # main table's rows that the most complete seed has)
     python benchmarks/claims.py --seed=2020 zeroshot_history_only delrec_history_only  # rows beside the
     python benchmarks/claims.py --table zeroshot zeroshot_history_only delrec_history_only \
-        --tag=prompt_wording                                          # main table, in their own
+        --tag=prompt_wording --versus=delrec_history_only             # main table, in their own
 
 Each row is one run of the plugin's own ``run_delrec`` with the overrides of :data:`ROWS`, on
 the default budget of the main command, all rows of a seed on the same candidate sets (the
@@ -186,11 +186,12 @@ def _costs(folder: Path, rows: list[str]) -> dict:
 
 
 def table(prefix: str, command: str, device: str, report: Path | None = None, rows: list[str] | None = None,
-          tag: str | None = None) -> dict:
+          tag: str | None = None, versus: str | None = None) -> dict:
     """Summarise the seeds that have every one of ``rows`` (default: the main table's rows of the
     most complete seed), on those rows; with ``report``, also the project's report of them (``report.md`` and
     its PNG pictures) in that folder.  ``tag`` names a table of some rows beside the main one
-    (``<prefix>.claims.<tag>.json``, keys ``<prefix>.<tag>.*``)."""
+    (``<prefix>.claims.<tag>.json``, keys ``<prefix>.<tag>.*``).  ``versus`` names a row that is
+    also tested against every other LLM row (``<versus>_vs_<row>.*``), beside DELRec's tests."""
     from recbole_delrec.evaluation.summary import evidence_records, summarise, summary_table
 
     seeds = sorted(p for p in (RESULTS / "claims" / prefix).glob("seed-*") if (p / "delrec.records.parquet").is_file())
@@ -206,6 +207,8 @@ def table(prefix: str, command: str, device: str, report: Path | None = None, ro
         summary = summarise(folders)
         frames = _frames(folders)
         behaviour = _teacher_agreement(frames) | _hits_by_agreement(frames) | _first_listed(frames)
+        if versus:
+            behaviour |= _versus(frames, versus)
         if report:
             _report(folders, Path(tmp) / "report", report)
     print(summary_table(summary))
@@ -304,6 +307,25 @@ def _first_listed(frames: list) -> dict[str, float]:
     return out
 
 
+def _versus(frames: list, reference: str) -> dict[str, float]:
+    """``reference`` against every other LLM row (Hit@1 and NDCG@5, users paired on their seed
+    means, Holm over these tests): a question the table's DELRec-centred tests do not ask, such
+    as whether training helps under another prompt."""
+    from recbole_delrec.evaluation.stats import holm, paired_test
+    from recbole_delrec.evaluation.summary import user_means
+
+    if f"rank.{reference}" not in frames[0]:
+        raise SystemExit(f"--versus {reference}: the table has no such row; name it among the table's rows.")
+    others = [r for r in _top1_rows(frames) if r not in (reference, *BASELINE_ROWS)]
+    tests = {f"{reference}_vs_{row}.{metric}": paired_test(metric, user_means(frames, reference, metric),
+                                                           user_means(frames, row, metric), len(frames)).pvalue
+             for row in others for metric in ("hit@1", "ndcg@5")}
+    out = {}
+    for (key, p), adjusted in zip(tests.items(), holm(list(tests.values()))):
+        out[f"{key}.pvalue"], out[f"{key}.pvalue_holm"] = p, adjusted
+    return out
+
+
 def _fidelity(seeds: list[Path]) -> dict[str, float]:
     """Stage-1 fidelity before and after distillation, per seed and row that distilled."""
     out = {}
@@ -334,6 +356,7 @@ def main() -> None:
     parser.add_argument("--device-name", default="cpu-2core")
     parser.add_argument("--tag", help="with the table of named rows: write <prefix>.claims.<tag>.json, keys <prefix>.<tag>.*")
     parser.add_argument("--report", type=Path, help="with the table: write the report's Markdown and pictures here")
+    parser.add_argument("--versus", help="with the table: also test this row against every other LLM row")
     parser.add_argument("--orders", type=int, help="with --seed and --from-run: the candidate-order analysis only")
     args, rest = parser.parse_known_args()
     from recbole_delrec.config import external_values
@@ -353,7 +376,7 @@ def main() -> None:
             run_row(row, args.seed, args.dataset, args.prefix, args.checkpoint_dir,
                     args.from_run if row == "delrec" else None, args.config_files.split(), extra)
     if args.table or args.seed is None:
-        table(args.prefix, command, args.device_name, args.report, args.rows, args.tag)
+        table(args.prefix, command, args.device_name, args.report, args.rows, args.tag, args.versus)
 
 
 if __name__ == "__main__":

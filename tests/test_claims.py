@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from recbole_delrec.prompts import check_template, domain_words, load_template
 from tests.benchmark_scripts import load_script
@@ -93,3 +94,20 @@ def test_a_wording_row_gets_the_packaged_templates_with_its_own_lsr(tmp_path):
     assert load_template("lsr", "movies", str(folder)) == lsr.read_text(encoding="utf-8").strip()
     assert "{candidates}" not in load_template("lsr", "movies", str(folder))
     assert load_template("rps", "movies", str(folder)) == load_template("rps", "movies")
+
+
+def test_versus_tests_a_named_row_against_every_other_llm_row(tmp_path, monkeypatch):
+    claims = load_script("claims")
+    monkeypatch.setattr(claims, "RESULTS", tmp_path / "results")
+    planted_seed(tmp_path, claims, 1, ["no_soft_prompt", "random_soft_prompt"])
+    claims.table("planted", "cmd", "cpu-test", rows=["no_soft_prompt", "random_soft_prompt"], tag="v",
+                 versus="no_soft_prompt")
+    found = records(tmp_path / "results" / "planted.claims.v.json")
+    same = "planted.v.no_soft_prompt_vs_random_soft_prompt.hit@1"
+    assert found[f"{same}.pvalue"] == 1.0  # the two rows hit the same users
+    # DELRec alone hits 15 users, the row alone 5: a two-sided sign test of 5 in 20
+    assert found["planted.v.no_soft_prompt_vs_delrec.hit@1.pvalue"] == pytest.approx(0.0414, abs=1e-3)
+    assert found["planted.v.no_soft_prompt_vs_delrec.hit@1.pvalue_holm"] >= 0.0414
+    assert not any(k.startswith("planted.v.no_soft_prompt_vs_teacher") for k in found)  # LLM rows only
+    with pytest.raises(SystemExit, match="--versus zeroshot"):
+        claims.table("planted", "cmd", "cpu-test", rows=["no_soft_prompt"], tag="w", versus="zeroshot")

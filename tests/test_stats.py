@@ -5,8 +5,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from recbole_delrec.evaluation.outcomes import distinct_metrics, outcome, parse_metric
-from recbole_delrec.evaluation.stats import (across_seeds, bootstrap_ci, holm, interval, paired_test, sign_test,
-                                             wilcoxon_test)
+from recbole_delrec.evaluation.stats import (ENUMERATED_WILCOXON, across_seeds, bootstrap_ci, holm, interval,
+                                             paired_test, sign_test, wilcoxon_test)
 
 
 def test_outcomes_from_ranks():
@@ -99,3 +99,18 @@ def test_holm_adjustment_matches_its_definition():
 def test_distinct_metrics_count_the_at_one_outcome_once():
     assert distinct_metrics(["hit@1", "hit@5", "ndcg@1", "ndcg@5", "mrr@1", "mrr@5"]) == ["hit@1", "hit@5", "ndcg@5", "mrr@5"]
     assert distinct_metrics(["ndcg@1", "mrr@1", "mrr@10"]) == ["ndcg@1", "mrr@10"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_small_sample_wilcoxon_is_scipys_exact_answer(seed):
+    """Up to 13 users the signed-rank p is enumerated: the same p scipy gives (exact, or its
+    permutation test when outcomes tie or differences are zero), ties and zeros included."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, ENUMERATED_WILCOXON + 1))
+    a, b = rng.choice([0.0, 0.5, 1.0, 1 / 3], n), rng.choice([0.0, 0.5, 1.0], n)
+    if not np.any(a != b):
+        a[0] = b[0] + 1
+    ours = wilcoxon_test(a, b)
+    theirs = scipy_stats.wilcoxon(a - b, zero_method="wilcox", alternative="two-sided")
+    assert ours.pvalue == pytest.approx(min(float(theirs.pvalue), 1.0), rel=1e-9)
+    assert ours.statistic == pytest.approx(float(theirs.statistic))

@@ -99,7 +99,7 @@ def _tests(frames: list[pd.DataFrame], models: list[str], metrics: list[str]) ->
     if "delrec" not in models:
         return {}
     tests = {
-        other: {metric: paired_test(metric, _user_means(frames, "delrec", metric), _user_means(frames, other, metric),
+        other: {metric: paired_test(metric, user_means(frames, "delrec", metric), user_means(frames, other, metric),
                                     len(frames)).as_dict() for metric in metrics}
         for other in models if other != "delrec"
     }
@@ -125,7 +125,7 @@ def _with_tests(rows: list[dict], frames: list[pd.DataFrame], buckets: Buckets, 
     return rows
 
 
-def _user_means(frames: list[pd.DataFrame], model: str, metric: str) -> np.ndarray:
+def user_means(frames: list[pd.DataFrame], model: str, metric: str) -> np.ndarray:
     """Each user's outcome of ``model`` averaged over the seeds (the pairing unit of every test)."""
     return np.mean([outcome(f[f"rank.{model}"].to_numpy(), metric) for f in frames], axis=0)
 
@@ -141,7 +141,7 @@ def compare_runs(reference: list[str | Path], other: list[str | Path], model: st
         raise ValueError(f"Compare runs of the same seeds and users: {reference[0]} has seeds "
                          f"{[m.get('seed') for m in ref_metas]}, {other[0]} has {[m.get('seed') for m in other_metas]}.")
     metrics = metric_names(ref_metas[0]["metrics"], ref_metas[0]["topk"])
-    return {metric: paired_test(metric, _user_means(other_frames, model, metric), _user_means(ref_frames, model, metric),
+    return {metric: paired_test(metric, user_means(other_frames, model, metric), user_means(ref_frames, model, metric),
                                 len(ref_frames)).as_dict() for metric in metrics}
 
 
