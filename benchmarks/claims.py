@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import shlex
 import shutil
@@ -375,6 +376,7 @@ def main() -> None:
                 continue
             run_row(row, args.seed, args.dataset, args.prefix, args.checkpoint_dir,
                     args.from_run if row == "delrec" else None, args.config_files.split(), extra)
+            gc.collect()  # the finished row's LLM sits in reference cycles: free it before the next row
     if args.table or args.seed is None:
         table(args.prefix, command, args.device_name, args.report, args.rows, args.tag, args.versus)
 

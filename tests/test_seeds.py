@@ -1,5 +1,6 @@
 """Which seeds a command asks for; bad seed settings are refused with the fix."""
 
+import gc
 import json
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from peft import PeftModel
 from recbole.config import Config
 
 from recbole_delrec import run_delrec
@@ -38,10 +40,17 @@ def test_seeds_from_the_command_line_and_from_a_file(tmp_path, monkeypatch):
     assert seeds_of(isolated_config("DELRec", "ml-100k", {}, [str(config)])) == [3, 4]
 
 
+def adapted_models() -> int:
+    """PEFT models alive in this process, collected or not (a run's LLM sits in reference cycles)."""
+    return sum(isinstance(o, PeftModel) for o in gc.get_objects())
+
+
 def test_python_run_delrec_honours_a_seeds_setting(tmp_path):
+    alive_before = adapted_models()
     with hidden_command_line():
         summary = run_delrec(config_dict=tiny_dict(tmp_path, seeds=[7, 8]))
     assert summary["seeds"] == [7, 8] and len(summary["run_dirs"]) == 2
+    assert adapted_models() <= alive_before  # no seed's LLM outlives its run
     assert all(json.loads((Path(d) / "result.json").read_text())["eval_mode"] for d in summary["run_dirs"])
     assert (Path(summary["summary_dir"]) / "summary.json").is_file()
 

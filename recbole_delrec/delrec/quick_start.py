@@ -12,6 +12,7 @@ finished run folder without training, ``resume`` continues an interrupted one, a
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from logging import getLogger
@@ -154,6 +155,7 @@ def run_seeds(seeds: list[int], model: str = "DELRec", dataset: str = "ml-100k",
         with hidden_command_line():  # every value is in config_dict; the seed must win
             result = run_delrec(model=model, dataset=dataset, config_dict={**values, "seed": seed})
         run_dirs.append(result["run_dir"])
+        gc.collect()  # a finished run's LLM sits in reference cycles: free it before the next seed builds one
     checkpoint_dir = isolated_config(model, dataset, values)["checkpoint_dir"]
     out = Path(checkpoint_dir) / f"evidence-{dataset}-{get_local_time()}"
     summary = summarise(run_dirs, out)
