@@ -206,7 +206,7 @@ def table(prefix: str, command: str, device: str, report: Path | None = None, ro
         for folder in folders:  # the same rows in every seed, so the seeds form one table
             _keep_columns(folder, wanted)
         summary = summarise(folders)
-        frames = _frames(folders)
+        frames = read_frames(folders)
         behaviour = _teacher_agreement(frames) | _hits_by_agreement(frames) | _first_listed(frames)
         if versus:
             behaviour |= _versus(frames, versus)
@@ -245,7 +245,7 @@ def _keep_columns(folder: Path, rows: set[str]) -> None:
     frame.drop(columns=drop).to_parquet(folder / "records.parquet", index=False)
 
 
-def _frames(folders: list[Path]) -> list:
+def read_frames(folders: list[Path]) -> list:
     """Each merged seed's per-user records, in user order (so seeds pair user by user)."""
     import pandas as pd
 

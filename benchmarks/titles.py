@@ -27,6 +27,7 @@ import argparse
 import datetime
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +55,17 @@ def title_lengths(dataset_name: str, overrides: dict) -> tuple[dict[str, int], d
     return lengths, per_word
 
 
-def top1_frames(folder: Path) -> pd.DataFrame:
-    """One seed's users with their candidates, target and every row's top-1 (``top1.<row>``)."""
-    base = pd.read_parquet(folder / "delrec.records.parquet")
-    for path in sorted(folder.glob("*.records.parquet")):
-        row = path.name.removesuffix(".records.parquet")
-        if row != "delrec":
-            base[f"top1.{row}"] = pd.read_parquet(path)["top1.delrec"].to_numpy()
-            base[f"rank.{row}"] = pd.read_parquet(path)["rank.delrec"].to_numpy()
-    return base.sort_values("user").reset_index(drop=True)
+def seed_frames(folders: list[Path]) -> list[pd.DataFrame]:
+    """Each seed's users with their candidates, target and every row's ``rank.<row>``/``top1.<row>``,
+    merged and checked as the claims table merges them (same users, same candidates)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import claims
+
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = [Path(tmp) / folder.name for folder in folders]
+        for folder, out in zip(folders, merged):
+            claims.merged_seed(folder, out)
+        return claims.read_frames(merged)
 
 
 def length_percentile(frame: pd.DataFrame, column: str, lengths: dict[str, int]) -> np.ndarray:
@@ -134,7 +137,7 @@ def main() -> None:
     if not folders:
         raise SystemExit(f"No seed folders under benchmarks/results/claims/{args.prefix}: run benchmarks/claims.py first.")
     lengths, per_word = title_lengths(args.dataset, overrides)
-    figures = summarise([top1_frames(f) for f in folders], lengths, per_word)
+    figures = summarise(seed_frames(folders), lengths, per_word)
     command = "python benchmarks/titles.py " + " ".join(sys.argv[1:])
     date = datetime.date.today().isoformat()
     records = [{"metric": f"{args.prefix}.titles.{k}", "value": float(f"{v:.3g}") if k.endswith(("pvalue", "pvalue_holm")) else round(float(v), 4),
