@@ -214,7 +214,7 @@ def table(prefix: str, command: str, device: str, report: Path | None = None, ro
             _report(folders, Path(tmp) / "report", report)
     print(summary_table(summary))
     flat = evidence_records(summary)
-    flat.update(_fidelity(seeds))
+    flat.update(_fidelity([p for p in seeds if p.name in {f.name for f in folders}], wanted))
     flat.update(behaviour)
     date = datetime.date.today().isoformat()
     name = f"{prefix}.{tag}" if tag else prefix
@@ -312,7 +312,7 @@ def _versus(frames: list, reference: str) -> dict[str, float]:
     """``reference`` against every other LLM row (Hit@1 and NDCG@5, users paired on their seed
     means, Holm over these tests): a question the table's DELRec-centred tests do not ask, such
     as whether training helps under another prompt."""
-    from recbole_delrec.evaluation.stats import holm, paired_test
+    from recbole_delrec.evaluation.stats import holm_records, paired_test
     from recbole_delrec.evaluation.summary import user_means
 
     if f"rank.{reference}" not in frames[0]:
@@ -321,19 +321,17 @@ def _versus(frames: list, reference: str) -> dict[str, float]:
     tests = {f"{reference}_vs_{row}.{metric}": paired_test(metric, user_means(frames, reference, metric),
                                                            user_means(frames, row, metric), len(frames)).pvalue
              for row in others for metric in ("hit@1", "ndcg@5")}
-    out = {}
-    for (key, p), adjusted in zip(tests.items(), holm(list(tests.values()))):
-        out[f"{key}.pvalue"], out[f"{key}.pvalue_holm"] = p, adjusted
-    return out
+    return holm_records(tests)
 
 
-def _fidelity(seeds: list[Path]) -> dict[str, float]:
-    """Stage-1 fidelity before and after distillation, per seed and row that distilled."""
+def _fidelity(seeds: list[Path], rows: set[str]) -> dict[str, float]:
+    """Stage-1 fidelity before and after distillation, per seed of the table and row of it that
+    distilled (a row beside the table stays in its own table's records)."""
     out = {}
     for folder in seeds:
-        for path in folder.glob("*.result.json"):
-            stage1 = json.loads(path.read_text()).get("stage1_result") or {}
-            row = path.name.removesuffix(".result.json")
+        for row in sorted(rows):
+            path = folder / f"{row}.result.json"
+            stage1 = (json.loads(path.read_text()).get("stage1_result") or {}) if path.is_file() else {}
             for key in ("fidelity_random", "fidelity_distilled"):
                 if key in stage1:
                     out[f"stage1.{row}.{folder.name}.fidelity.{key.split('_')[1]}"] = stage1[key]

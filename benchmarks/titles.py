@@ -103,7 +103,7 @@ def summarise(frames: list[pd.DataFrame], lengths: dict[str, int], per_word: dic
 def by_length(frames: list[pd.DataFrame], rows: list[str], size: np.ndarray) -> dict[str, float]:
     """Hit@1 per target-length tercile (ties stay in the lower one), with DELRec's sign test
     against every row inside each tercile on per-user seed means, Holm over all of them."""
-    from recbole_delrec.evaluation.stats import holm, paired_test
+    from recbole_delrec.evaluation.stats import holm_records, paired_test
 
     cuts = np.quantile(size, (1 / 3, 2 / 3))
     bucket = np.array(BUCKETS)[np.searchsorted(cuts, size, side="left")]
@@ -118,9 +118,7 @@ def by_length(frames: list[pd.DataFrame], rows: list[str], size: np.ndarray) -> 
             if row != "delrec" and "delrec" in hits and members.any():
                 tests[f"by_length.{name}.delrec_vs_{row}.hit@1"] = paired_test(
                     "hit@1", hits["delrec"][members], hits[row][members], len(frames)).pvalue
-    for (key, p), adjusted in zip(tests.items(), holm(list(tests.values()))):
-        out[f"{key}.pvalue"], out[f"{key}.pvalue_holm"] = p, adjusted
-    return out
+    return {**out, **holm_records(tests)}
 
 
 def main() -> None:

@@ -75,6 +75,8 @@ def test_a_table_of_named_rows_uses_only_the_seeds_that_have_them(tmp_path, monk
     monkeypatch.setattr(claims, "RESULTS", tmp_path / "results")
     planted_seed(tmp_path, claims, 1, ["no_soft_prompt", "random_soft_prompt", "zeroshot_history_only"])
     planted_seed(tmp_path, claims, 2, ["no_soft_prompt"])
+    side = claims.seed_dir("planted", 1) / "zeroshot_history_only.result.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), "stage1_result": {"fidelity_distilled": 0.3}}))
     both = claims.table("planted", "cmd", "cpu-test", rows=["no_soft_prompt"], tag="two")
     first = claims.table("planted", "cmd", "cpu-test")  # the most complete seed's main rows
     assert both["seeds"] == [1, 2] and first["seeds"] == [1]
@@ -82,6 +84,9 @@ def test_a_table_of_named_rows_uses_only_the_seeds_that_have_them(tmp_path, monk
     assert "zeroshot_history_only" not in first["metrics"]  # a row beside the main table
     assert "without ['seed-2']: rows missing" in capsys.readouterr().out
     assert "planted.two.delrec.hit@1.mean" in records(tmp_path / "results" / "planted.claims.two.json")
+    main = records(tmp_path / "results" / "planted.claims.json")
+    assert main["planted.stage1.delrec.seed-1.fidelity.distilled"] == 0.2
+    assert not any("zeroshot_history_only" in key for key in main)  # a side row stays in its own table
 
 
 def test_a_wording_row_gets_the_packaged_templates_with_its_own_lsr(tmp_path):

@@ -10,14 +10,15 @@
   Hit@k (and any metric at @1, also 0/1) by the sign test on discordant users, which for 0/1 outcomes *is* the exact
   McNemar test; with several seeds each user's outcome is first averaged over seeds and the
   same two tests run on those means (the sign test then on the signs of the mean differences).
-  Identical outcomes give difference 0 and p = 1 by definition.
+  Identical outcomes give difference 0 and p = 1 by definition.  Up to 13 users the Wilcoxon p is
+  exact, by enumerating every sign flip (scipy's own answer there, much faster).
 * Many tests at once (DELRec against every row on every metric, every ablation variant):
   Holm's step-down adjustment, which keeps the chance of any false "significant" at 0.05.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,6 +27,10 @@ from scipy import stats
 from recbole_delrec.evaluation.outcomes import parse_metric
 
 ALPHA = 0.05
+
+#: Up to this many users (2**13 sign flips), the signed-rank p is exact by enumeration, as scipy's
+#: ``wilcoxon`` computes it there (by its permutation test when there are ties or zeros).
+ENUMERATED_WILCOXON = 13
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,14 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
+def holm_records(pvalues: Mapping[str, float]) -> dict[str, float]:
+    """``<key>.pvalue`` and ``<key>.pvalue_holm`` of one family of tests named by key."""
+    out = {}
+    for (key, p), adjusted in zip(pvalues.items(), holm(list(pvalues.values()))):
+        out[f"{key}.pvalue"], out[f"{key}.pvalue_holm"] = p, adjusted
+    return out
+
+
 def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
@@ -149,11 +162,6 @@ def wilcoxon_test(a: np.ndarray, b: np.ndarray) -> PairedTest:
         result = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
         statistic, pvalue = float(result.statistic), float(result.pvalue)
     return PairedTest("Wilcoxon signed-rank", int(a.size), float(d.mean()), statistic, min(pvalue, 1.0))
-
-
-#: Up to this many users (2**13 sign flips), the signed-rank p is exact by enumeration, as scipy's
-#: ``wilcoxon`` computes it there (by its permutation test when there are ties or zeros).
-ENUMERATED_WILCOXON = 13
 
 
 def _enumerated_signed_rank(d: np.ndarray) -> tuple[float, float]:

@@ -4,8 +4,9 @@
 mean, standard deviation and 95% interval (Student t across seeds; with one seed a bootstrap
 over users), DELRec's paired test against every other row (users paired, see
 :mod:`~recbole_delrec.evaluation.stats`), both user breakdowns
-(:mod:`~recbole_delrec.evaluation.buckets`, with the same tests inside each bucket), the candidate-order analysis where a folder has
-one (:mod:`~recbole_delrec.evaluation.order`), and test time per user.  It works on any list
+(:mod:`~recbole_delrec.evaluation.buckets`, with the same tests inside each bucket), the
+candidate-order analysis where a folder has one (:mod:`~recbole_delrec.evaluation.order`), and
+test time per user.  It works on any list
 of finished folders, so the seeds command and the report share it.
 """
 
@@ -195,10 +196,7 @@ def evidence_records(summary: dict[str, Any]) -> dict[str, float]:
         for metric, v in per_metric.items():
             out[f"{model}.{metric}.mean"] = v["mean"]
             out[f"{model}.{metric}.ci95"] = v["ci95"]
-    for other, per_metric in summary["tests"].items():
-        for metric, t in per_metric.items():
-            out[f"delrec_vs_{other}.{metric}.pvalue"] = t["pvalue"]
-            out[f"delrec_vs_{other}.{metric}.pvalue_holm"] = t["pvalue_holm"]
+    out.update(_test_records(summary["tests"]))
     for name, kind in summary["buckets"].items():
         out.update({f"buckets.{name}.edge{i}": edge for i, edge in enumerate(kind["edges"])})
         for row in kind["rows"]:
@@ -207,11 +205,15 @@ def evidence_records(summary: dict[str, Any]) -> dict[str, float]:
                 for metric, v in per_metric.items():
                     if v["mean"] is not None:
                         out[f"buckets.{row['name']}.{model}.{metric}"] = v["mean"]
-            for other, per_metric in row.get("tests", {}).items():
-                for metric, t in per_metric.items():
-                    out[f"buckets.{row['name']}.delrec_vs_{other}.{metric}.pvalue"] = t["pvalue"]
-                    out[f"buckets.{row['name']}.delrec_vs_{other}.{metric}.pvalue_holm"] = t["pvalue_holm"]
+            out.update(_test_records(row.get("tests", {}), f"buckets.{row['name']}."))
     if summary["order"]:
         out.update({f"order.{k}": v for k, v in summary["order"][0]["records"].items()})
     out.update(summary["timings"])
     return out
+
+
+def _test_records(tests: dict[str, dict], prefix: str = "") -> dict[str, float]:
+    """``<prefix>delrec_vs_<row>.<metric>.pvalue`` and ``.pvalue_holm`` of a family of DELRec's tests."""
+    return {f"{prefix}delrec_vs_{other}.{metric}.{kind}": t[kind]
+            for other, per_metric in tests.items() for metric, t in per_metric.items()
+            for kind in ("pvalue", "pvalue_holm")}
