@@ -144,6 +144,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 LLM_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
 #: Largest allowed max |fast - naive| score difference, relative to the mean |score|.
 TOLERANCE = {"bf16": 2e-2, "fp32": 1e-4}
+#: ``--attention`` value for transformers' plain sdpa over the whole packed row (the prompt split off)
+MASKED = "sdpa-masked"
 #: Rows of a matmul at "the model's own shapes": about one batch's tokens.
 SHAPE_TOKENS = 3000
 PHASES = ("stage1", "stage2", "scoring")
@@ -173,8 +175,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--no-fused-gelu", dest="fused_gelu", action="store_false",
                         help="keep transformers' gelu_new (the product's fused_gelu: False); keys get .gelu_new")
-    parser.add_argument("--attention", choices=["sdpa", "eager"],
-                        help="the product's llm_attention (default: its DELRec.yaml value); eager: keys get .eager")
+    parser.add_argument("--attention", choices=["sdpa", "eager", MASKED],
+                        help="the product's llm_attention (default: its DELRec.yaml value); eager: keys get .eager; "
+                             f"{MASKED}: transformers' sdpa over the whole packed row's mask (the scorer before the "
+                             "prompt split), keys get .sdpa_masked")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model's stacks (dynamic shapes); warm-up includes compiling")
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one scoring batch and stage-2 step")
@@ -200,7 +204,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def configure(args, product, settings, device: torch.device) -> None:
     """Defaults that need the product or the device: dtype, GELU, names, warm-up, output file."""
     args.fused_gelu = args.fused_gelu and settings["fused_gelu"]  # the product's setting, unless switched off
-    settings["llm_attention"] = args.attention = args.attention or settings["llm_attention"]
+    args.attention = args.attention or settings["llm_attention"]
+    settings["llm_attention"] = "sdpa" if args.attention == MASKED else args.attention
     if args.dtype is None and args.sizes:
         args.dtype = "bf16" if device.type == "cuda" else "fp32"
     elif args.dtype is None:
@@ -232,7 +237,7 @@ def model_slug(llm_path: str) -> str:
 def variant_suffix(args) -> str:
     """Options that change what is measured go into the metric keys (``xl.h100.gc.stage2.peak_gib``)."""
     options = (("gc", args.gradient_checkpointing), ("compile", args.compile), ("gelu_new", not args.fused_gelu),
-               ("eager", args.attention == "eager"))
+               ("eager", args.attention == "eager"), ("sdpa_masked", args.attention == MASKED))
     return "".join(f".{name}" for name, on in options if on)
 
 
@@ -755,6 +760,8 @@ def run_model(target, product, data, settings, args, device, peak_tflops: float)
     model = backbone.model
     product.set_speed_options(model, settings["llm_attention"], args.fused_gelu, args.gradient_checkpointing,
                               args.compile)
+    if args.attention == MASKED:  # plain sdpa: the packed scorer masks the whole row, prompt included
+        model.set_attn_implementation("sdpa")
     soft_prompt = product.SoftPrompt.from_vocabulary(
         settings["n_soft_tokens"], model.get_input_embeddings().weight, args.seed
     ).to(device)

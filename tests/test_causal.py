@@ -10,6 +10,7 @@ from peft import TaskType
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from recbole_delrec.llm.adapters import add_adalora
+from recbole_delrec.llm.attention import PROMPT_SPLIT
 from recbole_delrec.llm.backbone import set_speed_options
 from recbole_delrec.llm.loading import family_of, load_backbone
 from recbole_delrec.llm.causal import CausalBackbone, CausalScorer, PackedRow
@@ -22,7 +23,7 @@ from tests.tiny_llms import CHAT_TEMPLATE, tiny_tokenizer
 TITLES = [[5], [6, 7, 8], [9, 10], [11, 12, 13, 14], [15], [16, 17]]
 
 
-def tiny_llama(vocab: int = 64, kernel: str = "sdpa") -> LlamaForCausalLM:
+def tiny_llama(vocab: int = 64, kernel: str = PROMPT_SPLIT) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -48,7 +49,7 @@ def _plain_score(model, soft, prompt: PromptIds, title: list[int], end_id: int) 
 PROMPTS = [PromptIds([3, 0, 0, 4, 20, 21], 1), PromptIds([0, 0, 22], 0), PromptIds([23, 24, 25, 26, 27, 28, 29], -1)]
 
 
-@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+@pytest.mark.parametrize("kernel", [PROMPT_SPLIT, "sdpa", "eager"])
 def test_packed_scoring_equals_one_plain_forward_per_candidate(kernel):
     model = tiny_llama(kernel=kernel)
     scorer = CausalScorer(TITLES, pad_id=0, end_id=1)
@@ -89,6 +90,23 @@ def test_the_lm_head_reads_each_predicting_position_once():
     title_tokens = sum(len(TITLES[i]) for i in candidates.reshape(-1).tolist())
     assert len(row.labels) == title_tokens + candidates.numel()  # every title token and each end token
     assert len(row.predictors) == title_tokens + len(PROMPTS[:2])
+
+
+def test_sdpa_runs_the_prompts_causally_and_masks_only_the_titles():
+    """``llm_attention: sdpa`` is the prompt-split kernel: the packed row's titles start at the
+    batch's widest prompt, and the mask covers only the title queries."""
+    model = tiny_llama(kernel="eager")
+    set_speed_options(model, "sdpa", fused_gelu=True, gradient_checkpointing=False)
+    assert model.config._attn_implementation == PROMPT_SPLIT
+    scorer = CausalScorer(TITLES, pad_id=0, end_id=1)
+    row = PackedRow.pack(PromptBatch.collate(PROMPTS, pad_id=0, n_soft=2), scorer.table(torch.device("cpu")),
+                         torch.tensor([[1, 2], [3, 4], [5, 1]]), pad_id=0)
+    widest = max(len(p.input_ids) for p in PROMPTS)
+    assert row.prompt_width == widest
+    assert (row.segment[:, widest:] != -1).all() and (row.segment[:, :widest] < 0).all()
+    width = row.segment.shape[1]
+    assert row.attention_mask(PROMPT_SPLIT, torch.float32).shape == (3, 1, width - widest, width)
+    assert row.attention_mask("sdpa", torch.float32).shape == (3, 1, width, width)
 
 
 def test_llm_compile_scores_and_trains_as_the_eager_model():

@@ -5,6 +5,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
+from recbole_delrec.llm.attention import PROMPT_SPLIT
 from recbole_delrec.llm.backbone import use_fused_gelu
 from recbole_delrec.llm.loading import load_backbone
 from recbole_delrec.llm.scoring import PromptBatch
@@ -44,7 +45,7 @@ def test_soft_prompt_refuses_a_wrong_number_of_positions():
         soft.splice(torch.zeros(1, 3, 4), mask)
 
 
-@pytest.mark.parametrize("kernel", ["sdpa", "eager"])
+@pytest.mark.parametrize("kernel", [PROMPT_SPLIT, "sdpa", "eager"])
 def test_batched_scoring_equals_scoring_each_candidate_alone(kernel):
     model = _tiny_t5(kernel)
     scorer = Seq2SeqScorer(TITLES, pad_id=0, end_id=1)

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.activations import ACT2FN, NewGELUActivation
 
+from recbole_delrec.llm.attention import PROMPT_SPLIT
 from recbole_delrec.llm.sources import LLMSource
 from recbole_delrec.prompts import PromptBuilder
 
@@ -125,10 +126,12 @@ def set_speed_options(model: nn.Module, attention: str, fused_gelu: bool, gradie
     ``llm_compile``).
 
     The benchmarks call this too, so that they measure the model exactly as DELRec runs it.
+    ``sdpa`` runs as :data:`~recbole_delrec.llm.attention.PROMPT_SPLIT`: the same kernel, which
+    a decoder-only scorer asks to run its prompts causally and mask only its titles.
     """
     if attention not in ATTENTION_KERNELS:
         raise ValueError(f"llm_attention '{attention}' is not one of {list(ATTENTION_KERNELS)}.")
-    model.set_attn_implementation(attention)
+    model.set_attn_implementation(PROMPT_SPLIT if attention == "sdpa" else attention)
     if fused_gelu:
         use_fused_gelu(model)
     if gradient_checkpointing:  # non-reentrant: gradients reach the soft prompt with the LLM frozen

@@ -6,8 +6,10 @@ prompt and the earlier tokens of its own title only, and each title's positions 
 the prompt's end (rotary positions ``L, L+1, ...``), so every title is scored exactly as if it
 alone followed the prompt (tested against one plain forward per candidate).  The LM head runs
 only where a title token (or the end token) is predicted: the prompt's last position for each
-title's first token, then each title token for the next.  No work is done on padding beyond
-the batch's longest row (stage 1 buckets prompts by length).
+title's first token, then each title token for the next.  Titles start after the batch's widest
+prompt, so that with ``llm_attention: sdpa`` the prompts run as one causal block and only the
+titles read the mask (:mod:`~recbole_delrec.llm.attention`); no work is done on padding beyond
+that (stage 1 buckets prompts by length).
 
 An instruction-tuned model gets its chat template around the template's text (the title is
 the assistant's answer, closed by its end-of-turn token); a base model without one reads the
@@ -25,6 +27,7 @@ from peft import TaskType
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
+from recbole_delrec.llm.attention import PROMPT_SPLIT
 from recbole_delrec.llm.backbone import Backbone
 from recbole_delrec.llm.scoring import CandidateScorer, PromptBatch, kernel_mask
 from recbole_delrec.llm.soft_prompt import SoftPrompt
@@ -118,11 +121,14 @@ class CausalScorer(CandidateScorer):
         """``(B, C)`` mean log-likelihood of each candidate title after its prompt."""
         row = PackedRow.pack(batch, self.table(candidates.device), candidates, self.pad_id)
         embeds = soft_prompt.splice(llm.get_input_embeddings()(row.input_ids), row.soft_mask)
+        kernel = llm.config._attn_implementation
+        split = {"prompt_width": row.prompt_width} if kernel == PROMPT_SPLIT else {}
         hidden = llm.base_model(
             inputs_embeds=embeds,
-            attention_mask=row.attention_mask(llm.config._attn_implementation, embeds.dtype),
+            attention_mask=row.attention_mask(kernel, embeds.dtype),
             position_ids=row.position_ids,
             use_cache=False,
+            **split,
         ).last_hidden_state
         logits = llm.get_output_embeddings()(hidden.flatten(0, 1)[row.predictors])
         cap = getattr(llm.config, "final_logit_softcapping", None)
@@ -135,7 +141,9 @@ class CausalScorer(CandidateScorer):
 class PackedRow:
     """Each prompt followed by its candidate titles, in one row per prompt.
 
-    ``segment`` is ``-1`` on prompt tokens, the candidate's column on its title tokens, and
+    Titles start at ``prompt_width`` (the batch's longest prompt; a shorter prompt's padding
+    sits between it and its titles), so that the prompts' queries form one causal block
+    (:mod:`~recbole_delrec.llm.attention`).  ``segment`` is ``-1`` on prompt tokens, the candidate's column on its title tokens, and
     ``-2`` on padding; ``labels`` (title tokens and the end token of every candidate, flat),
     ``owner`` (``b * C + c`` of each label) and ``logit_row`` (which of ``predictors``, the
     flat positions the LM head reads, predicts it) select the LM head's work.  Every
@@ -150,6 +158,7 @@ class PackedRow:
     owner: torch.Tensor
     predictors: torch.Tensor
     logit_row: torch.Tensor
+    prompt_width: int
 
     @classmethod
     def pack(cls, batch: PromptBatch, table: torch.Tensor, candidates: torch.Tensor, pad_id: int) -> "PackedRow":
@@ -159,16 +168,16 @@ class PackedRow:
         valid = labels != -100
         title_len = (valid.sum(1) - 1).view(n_prompts, n_cand)  # input tokens: the labels but the end token
         prompt_len = batch.attention_mask.sum(1).to(device)
-        starts = prompt_len[:, None] + title_len.cumsum(1) - title_len
-        width = int((prompt_len + title_len.sum(1)).max())
+        prompt_width = batch.input_ids.shape[1]
+        starts = prompt_width + title_len.cumsum(1) - title_len
+        width = prompt_width + int(title_len.sum(1).max())
         span = torch.arange(width, device=device)
         segment = torch.where(span[None, :] < prompt_len[:, None], -1, -2)
         input_ids = torch.full((n_prompts, width), pad_id, dtype=torch.long, device=device)
-        input_ids[:, : batch.input_ids.shape[1]] = batch.input_ids.to(device)
-        input_ids[segment == -2] = pad_id
+        input_ids[:, :prompt_width] = batch.input_ids.to(device)
         position_ids = torch.where(segment == -1, span[None, :], 0)
         soft_mask = torch.zeros((n_prompts, width), dtype=torch.bool, device=device)
-        soft_mask[:, : batch.soft_mask.shape[1]] = batch.soft_mask.to(device)
+        soft_mask[:, :prompt_width] = batch.soft_mask.to(device)
 
         rows, cols = valid.nonzero(as_tuple=True)  # every label: (candidate b * C + c, token j)
         prompt, first = rows // n_cand, starts.view(-1)[rows]
@@ -179,14 +188,18 @@ class PackedRow:
         segment[prompt[is_input], at] = rows[is_input] % n_cand
         predictor = prompt * width + torch.where(cols == 0, prompt_len[prompt] - 1, first + cols - 1)
         predictors, logit_row = predictor.unique(return_inverse=True)
-        return cls(input_ids, soft_mask, position_ids, segment, labels[rows, cols], rows, predictors, logit_row)
+        return cls(input_ids, soft_mask, position_ids, segment, labels[rows, cols], rows, predictors, logit_row,
+                   prompt_width)
 
     def attention_mask(self, kernel: str, dtype: torch.dtype) -> torch.Tensor:
         """``(B, 1, L, L)``: the prompt causally; each title the prompt and its own earlier tokens;
-        padding only what came before it (so no row of the mask is empty)."""
+        padding only what came before it (so no row of the mask is empty).  For
+        :data:`~recbole_delrec.llm.attention.PROMPT_SPLIT` only the title queries' rows
+        (``(B, 1, L - prompt_width, L)``): the prompt's block is causal without a mask."""
         width = self.segment.shape[1]
-        query, key = self.segment.unsqueeze(2), self.segment.unsqueeze(1)
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.segment.device).tril()
+        first = self.prompt_width if kernel == PROMPT_SPLIT else 0
+        query, key = self.segment[:, first:].unsqueeze(2), self.segment.unsqueeze(1)
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.segment.device).tril()[first:]
         allowed = causal & ((key == -1) | (key == query))
         return kernel_mask(allowed.unsqueeze(1), kernel, dtype)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from recbole_delrec.llm.attention import PROMPT_SPLIT
 from recbole_delrec.prompts import PromptIds
 
 
@@ -84,8 +85,9 @@ class CandidateScorer:
 
 def kernel_mask(allowed: torch.Tensor, kernel: str, dtype: torch.dtype) -> torch.Tensor:
     """A boolean mask (True = attend) in the form the attention kernel takes: boolean for
-    ``sdpa``, additive (0 / dtype's minimum) for ``eager``."""
-    if kernel == "sdpa":
+    ``sdpa`` (and its :data:`~recbole_delrec.llm.attention.PROMPT_SPLIT` form), additive
+    (0 / dtype's minimum) for ``eager``."""
+    if kernel in ("sdpa", PROMPT_SPLIT):
         return allowed
     if kernel == "eager":
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
