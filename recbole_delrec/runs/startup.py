@@ -18,6 +18,8 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
+from recbole_delrec.runs.allocator import reuse_heap_memory
+
 
 @dataclass
 class Started:
@@ -36,7 +38,7 @@ class Started:
 
 
 def prepare_data(config: Config) -> tuple[Any, Any, Any]:
-    """Seed, logger, checks, data set, split: (train, valid, test) loaders.
+    """Seed, logger, CPU allocator (``malloc_reuse``), checks, data set, split: (train, valid, test) loaders.
 
     The configuration is checked before RecBole reads a file and the loaded data before the
     split, so a bad setting costs seconds, not a teacher's training.
@@ -50,6 +52,8 @@ def prepare_data(config: Config) -> tuple[Any, Any, Any]:
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    if config["malloc_reuse"] and config["device"].type == "cpu":
+        reuse_heap_memory()
     checks.check_config(config)
     dataset = create_dataset(config)
     logger.info(dataset)
