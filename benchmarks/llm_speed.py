@@ -38,7 +38,8 @@ Everything measured is the product's code: the backbone (``load_backbone``, or
 ``Seq2SeqBackbone`` around a random Flan-T5), its ``wrap`` (an instruct model's chat template),
 ``encode_piece``, ``prompt_titles``/``answer_titles`` cut by ``TitleTokens.cut``, ``PromptBuilder``
 with the packaged ``lsr`` template, the family's packed scorer, ``PromptBatch``, ``SoftPrompt``,
-``set_speed_options``, ``add_adalora``, ``orthogonal_penalty``, ``allocate_ranks``; prompt settings
+``set_speed_options`` (``llm_attention: sdpa``: the prompt-split kernel), ``reuse_heap_memory`` (``malloc_reuse``
+on a CPU, as the start-up applies it), ``add_adalora``, ``orthogonal_penalty``, ``allocate_ranks``; prompt settings
 and AdaLoRA options come from ``properties/model/DELRec.yaml`` and ``properties/dataset/ml-100k.yaml``.
 Titles are built as ``ItemText`` builds them (``normalize_title`` + `` (year)``) from the atomic
 files (RecBole's bundled copy, or ``--ml100k-dir``); each user's test prompt shows the 10 items
@@ -179,6 +180,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the product's llm_attention (default: its DELRec.yaml value); eager: keys get .eager; "
                              f"{MASKED}: transformers' sdpa over the whole packed row's mask (the scorer before the "
                              "prompt split), keys get .sdpa_masked")
+    parser.add_argument("--no-malloc-reuse", dest="malloc_reuse", action="store_false",
+                        help="keep glibc's default allocation of large tensors (fresh pages every batch; the "
+                             "product's malloc_reuse: False); keys get .mmap")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model's stacks (dynamic shapes); warm-up includes compiling")
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one scoring batch and stage-2 step")
@@ -204,6 +208,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def configure(args, product, settings, device: torch.device) -> None:
     """Defaults that need the product or the device: dtype, GELU, names, warm-up, output file."""
     args.fused_gelu = args.fused_gelu and settings["fused_gelu"]  # the product's setting, unless switched off
+    if args.malloc_reuse and settings["malloc_reuse"] and device.type == "cpu":  # as the product's start-up
+        product.reuse_heap_memory()
     args.attention = args.attention or settings["llm_attention"]
     settings["llm_attention"] = "sdpa" if args.attention == MASKED else args.attention
     if args.dtype is None and args.sizes:
@@ -237,7 +243,8 @@ def model_slug(llm_path: str) -> str:
 def variant_suffix(args) -> str:
     """Options that change what is measured go into the metric keys (``xl.h100.gc.stage2.peak_gib``)."""
     options = (("gc", args.gradient_checkpointing), ("compile", args.compile), ("gelu_new", not args.fused_gelu),
-               ("eager", args.attention == "eager"), ("sdpa_masked", args.attention == MASKED))
+               ("eager", args.attention == "eager"), ("sdpa_masked", args.attention == MASKED),
+               ("mmap", not args.malloc_reuse))
     return "".join(f".{name}" for name, on in options if on)
 
 
@@ -270,6 +277,7 @@ def import_product(no_recbole: bool) -> SimpleNamespace:
     from recbole_delrec.llm.soft_prompt import SoftPrompt
     from recbole_delrec.llm.t5 import Seq2SeqBackbone
     from recbole_delrec.prompts import PromptBuilder, domain_words, load_template
+    from recbole_delrec.runs.allocator import reuse_heap_memory
     from recbole_delrec.runs.artifacts import save_json
 
     if no_recbole and any(m == "recbole" or m.startswith("recbole.") for m in sys.modules):
@@ -282,7 +290,7 @@ def import_product(no_recbole: bool) -> SimpleNamespace:
         domain_words=domain_words, load_template=load_template, normalize_title=normalize_title,
         TitleTokens=TitleTokens, set_speed_options=set_speed_options, save_json=save_json,
         candidates_per_prompt=candidates_per_prompt, family_of=family_of, llm_dtype=llm_dtype,
-        load_backbone=load_backbone, Seq2SeqBackbone=Seq2SeqBackbone,
+        load_backbone=load_backbone, Seq2SeqBackbone=Seq2SeqBackbone, reuse_heap_memory=reuse_heap_memory,
     )
 
 
@@ -351,7 +359,8 @@ def product_settings(product) -> dict:
     values.update(yaml.safe_load((properties / "dataset" / "ml-100k.yaml").read_text(encoding="utf-8")))
     keys = ("n_soft_tokens", "history_length", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens",
             "teacher_model", "domain", "adalora", "stage1_learning_rate", "learning_rate", "epochs",
-            "train_batch_size", "train_prefixes_per_user", "train_max_prefixes", "llm_attention", "fused_gelu")
+            "train_batch_size", "train_prefixes_per_user", "train_max_prefixes", "llm_attention", "fused_gelu",
+            "malloc_reuse")
     return {**{k: values[k] for k in keys}, "n_candidates": product.candidates_per_prompt(values)}
 
 
@@ -798,8 +807,8 @@ def release(device) -> None:
 
 
 # ---------------------------------------------------------------------------- output
-def recorded_command(argv: list[str]) -> str:
-    """``python`` and the script's arguments, paths inside the checkout relative to it."""
+def recorded_command(argv: list[str], script: str = __file__) -> str:
+    """``python``, ``script`` and its arguments, paths inside the checkout relative to it."""
     def relative(arg: str) -> str:
         head, sep, value = arg.rpartition("=") if arg.startswith("--") else ("", "", arg)
         path = Path(value)
@@ -807,8 +816,7 @@ def recorded_command(argv: list[str]) -> str:
             value = str(path.resolve().relative_to(REPO))
         return head + sep + value
 
-    script = os.path.relpath(__file__, REPO)
-    return shlex.join([Path(sys.executable).name, script, *map(relative, argv)])
+    return shlex.join([Path(sys.executable).name, os.path.relpath(script, REPO), *map(relative, argv)])
 
 
 def records(results: dict, models: dict, rates: dict, stats: dict, text_key: str, args, command: str,

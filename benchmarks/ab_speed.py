@@ -1,0 +1,203 @@
+"""Before and after, measured side by side: the attention split and the CPU allocator.
+
+Speed on a shared 2-core machine drifts by 10% or more within minutes, more than either change
+saves, so both sides are measured alternately, never in two separate sessions:
+
+* **attention**, inside one process, alternating in rounds: transformers' ``sdpa`` over the whole
+  packed row's mask (``masked``, the scorer before the split) against the product's
+  :data:`~recbole_delrec.llm.attention.PROMPT_SPLIT` (``split``), on a stage-2 step (forward and
+  backward, 8 prefixes, AdaLoRA on) and on scoring (no grad, 8 prompts per batch);
+* **allocator**, one process per side (how ``malloc`` keeps memory is process state: a process
+  that switched back and forth measured neither side), alternating: glibc's defaults (``mmap``:
+  large blocks mapped fresh every batch) against the product's ``malloc_reuse`` (``heap``), on the
+  split kernel's stage-2 step and scoring with 8 and with 32 prompts per batch (DELRec's
+  ``eval_batch_size: 640`` is 32 users).
+
+Each measure runs twice in a row and only the second is timed: a run repeats the same step
+hundreds of times, and that steady state (the heap already grown, or the fresh pages mapped
+again) is what it pays.  Each figure is the median over the rounds and the processes of its side.  Everything is the product's code, set up as
+``benchmarks/llm_speed.py`` sets it up (its loaders, prompts, scorer, ``set_speed_options``,
+``add_adalora``).  Records ``<device>.<model>.ab.<change>.<side>.<measure>`` (ms) and
+``<device>.<model>.ab.<change>.speedup.<measure>`` (before / after)::
+
+    python benchmarks/ab_speed.py --checkpoint_dir saved
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import llm_speed  # noqa: E402  (the benchmark beside this one: loaders, prompts, timing, records)
+
+#: Scoring batches timed: the stage-2 batch (8) and DELRec's evaluation batch (32 users).
+SCORING_BATCHES = (8, 32)
+#: What each kernel is measured on in a process.
+MEASURED = {"masked": ("stage2_ms_per_prefix", "scoring8_ms_per_user"),
+            "split": ("stage2_ms_per_prefix", "scoring8_ms_per_user", "scoring32_ms_per_user")}
+#: The allocator's sides: a child process runs with (``heap``) or without (``mmap``) ``malloc_reuse``.
+ALLOCATOR_SIDES = ("mmap", "heap")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--llm_path", "--llm-path", default=llm_speed.DEFAULT_LLM)
+    parser.add_argument("--llm_gguf_file", "--llm-gguf-file")
+    parser.add_argument("--checkpoint_dir", "--checkpoint-dir", type=Path, default=Path("saved"))
+    parser.add_argument("--model-name", help="model slug in metric keys (default: from --llm_path)")
+    parser.add_argument("--users", type=int, default=32, help="scored users (a multiple of 32)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per process")
+    parser.add_argument("--processes", type=int, default=2, help="processes per allocator side, alternating")
+    parser.add_argument("--out", type=Path, help="JSON records (default: benchmarks/results/ab_speed.<model>.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--side", choices=ALLOCATOR_SIDES, help=argparse.SUPPRESS)  # a child: its medians as JSON
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def speed_arguments(args) -> list[str]:
+    """``llm_speed.py``'s arguments for the same model, users and allocator side."""
+    return ([f"--llm_path={args.llm_path}", "--checkpoint_dir", str(args.checkpoint_dir), "--device", "cpu",
+             "--users", str(args.users), "--batch", "8"]
+            + (["--llm_gguf_file", args.llm_gguf_file] if args.llm_gguf_file else [])
+            + (["--model-name", args.model_name] if args.model_name else [])
+            + (["--no-malloc-reuse"] if args.side == "mmap" else []))
+
+
+def setup(args):
+    """The product's pieces, the LLM with AdaLoRA on it, the soft prompt and the seeded prompts."""
+    speed_args = llm_speed.parse_args(speed_arguments(args))
+    product = llm_speed.import_product(False)
+    settings = llm_speed.product_settings(product)
+    device = torch.device("cpu")
+    llm_speed.configure(speed_args, product, settings, device)  # malloc_reuse as the product's start-up, unless mmap
+    titles, sequences = llm_speed.load_ml100k(llm_speed.ml100k_dir(speed_args), product.normalize_title)
+    backbone, _ = llm_speed.targets(product, speed_args, device)
+    data = llm_speed.build_prompts(product, backbone, titles, sequences, settings, args.seed)
+    model = backbone.model
+    product.set_speed_options(model, settings["llm_attention"], speed_args.fused_gelu, False)
+    soft = product.SoftPrompt.from_vocabulary(settings["n_soft_tokens"], model.get_input_embeddings().weight, args.seed)
+    total, _ = llm_speed.adalora_schedule(settings)
+    llm = product.add_adalora(model, settings["adalora"], total, product.family_of(model.config).task_type)
+    benches = {b: llm_speed.timed_users(product, data, settings, args.users, b, args.seed, device) for b in SCORING_BATCHES}
+    return product, llm, soft, benches
+
+
+def timers(product, llm, soft, benches) -> dict[str, Callable[[], float]]:
+    """Each measure: a call that runs it once and returns its ms per prefix or per user."""
+    base = llm.get_base_model()
+    train_part = benches[8].batches[0]
+
+    def train_step() -> float:
+        llm.train()
+        begin = time.perf_counter()
+        scores = benches[8].scorer(base, soft, train_part.batch, train_part.candidates)
+        (F.cross_entropy(scores, train_part.labels) + product.orthogonal_penalty(llm)).backward()
+        llm.zero_grad(set_to_none=True)
+        return (time.perf_counter() - begin) * 1e3 / len(train_part.prompts)
+
+    def scoring(bench) -> Callable[[], float]:
+        def run() -> float:
+            llm.eval()
+            begin = time.perf_counter()
+            with torch.no_grad():
+                for part in bench.batches:
+                    bench.scorer(base, soft, part.batch, part.candidates)
+            return (time.perf_counter() - begin) * 1e3 / sum(len(part.prompts) for part in bench.batches)
+        return run
+
+    return {"stage2_ms_per_prefix": train_step, **{f"scoring{b}_ms_per_user": scoring(benches[b]) for b in SCORING_BATCHES}}
+
+
+def child(args) -> dict[str, dict[str, float]]:
+    """One process: both kernels alternating in rounds, under this process's allocator side."""
+    from recbole_delrec.llm.attention import PROMPT_SPLIT
+
+    product, llm, soft, benches = setup(args)
+    run = timers(product, llm, soft, benches)
+    kernels = {"masked": "sdpa", "split": PROMPT_SPLIT}
+    times: dict[str, dict[str, list[float]]] = {k: {m: [] for m in MEASURED[k]} for k in kernels}
+    for round_ in range(args.rounds):
+        for kernel, name in kernels.items():
+            llm.get_base_model().set_attn_implementation(name)
+            for measure in MEASURED[kernel]:
+                run[measure]()  # untimed: the step's steady state, as a run repeats it hundreds of times
+                times[kernel][measure].append(run[measure]())
+        print(f"{args.side} round {round_}: " + "; ".join(f"{k}.{m} {v[-1]:.0f}" for k, ms in times.items()
+                                                         for m, v in ms.items()), flush=True)
+    return {k: {m: statistics.median(v) for m, v in ms.items()} for k, ms in times.items()}
+
+
+def run_children(args, argv: list[str]) -> dict[str, list[dict]]:
+    """``--processes`` child processes per allocator side, alternating; each one's medians."""
+    results: dict[str, list[dict]] = {side: [] for side in ALLOCATOR_SIDES}
+    with tempfile.TemporaryDirectory() as folder:
+        for index in range(args.processes):
+            for side in ALLOCATOR_SIDES:
+                out = Path(folder) / f"{side}{index}.json"
+                subprocess.run([sys.executable, __file__, *argv, "--side", side, "--child-out", str(out)], check=True)
+                results[side].append(json.loads(out.read_text()))
+    return results
+
+
+def summary(results: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Median over processes: the attention sides from the product's (``heap``) processes, the
+    allocator sides from the split kernel's measures."""
+    def median(side: str, kernel: str, measure: str) -> float:
+        return statistics.median(r[kernel][measure] for r in results[side])
+
+    return {
+        "prompt_split": {k: {m: median("heap", k, m) for m in MEASURED["masked"]} for k in ("masked", "split")},
+        "malloc_reuse": {s: {m: median(s, "split", m) for m in MEASURED["split"]} for s in ALLOCATOR_SIDES},
+    }
+
+
+def records(result, key: str, command: str, device_name: str) -> list[dict]:
+    out = []
+    date = time.strftime("%Y-%m-%d")
+
+    def add(metric: str, value: float, unit: str) -> None:
+        out.append({"metric": metric, "value": float(f"{value:.5g}"), "unit": unit, "device": device_name,
+                    "date": date, "command": command})
+
+    for change, by_side in result.items():
+        before, after = by_side.values()
+        for side, values in by_side.items():
+            for measure, ms in values.items():
+                add(f"{key}ab.{change}.{side}.{measure}", ms, "ms")
+        for measure in before:
+            add(f"{key}ab.{change}.speedup.{measure.rsplit('_ms_', 1)[0]}", before[measure] / after[measure], "x")
+    return out
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.side:
+        args.child_out.write_text(json.dumps(child(args)))
+        return 0
+    result = summary(run_children(args, argv))
+    model_name = args.model_name or llm_speed.model_slug(args.llm_path)
+    out = records(result, f"cpu.{model_name}.", llm_speed.recorded_command(argv, __file__),
+                  llm_speed.device_slug(torch.device("cpu")))
+    path = args.out or llm_speed.REPO / "benchmarks" / "results" / f"ab_speed.{model_name}.json"
+    llm_speed.import_product(False).save_json(out, path)  # atomic
+    for r in out:
+        print(f"{r['metric']:<55} {r['value']:>10} {r['unit']}")
+    print(f"{len(out)} records -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
