@@ -13,9 +13,10 @@ saves, so both sides are measured alternately, never in two separate sessions:
   split kernel's stage-2 step and scoring with 8 and with 32 prompts per batch (DELRec's
   ``eval_batch_size: 640`` is 32 users).
 
-Each measure runs twice in a row and only the second is timed: a run repeats the same step
+Each measure runs once untimed and then ``--repeats`` times in a row: a run repeats the same step
 hundreds of times, and that steady state (the heap already grown, or the fresh pages mapped
-again) is what it pays.  Each figure is the median over the rounds and the processes of its side.  Everything is the product's code, set up as
+again) is what it pays.  Each figure is the median over the repeats, the rounds and the
+processes of its side (a single pass can take twice as long when the machine's neighbours are busy).  Everything is the product's code, set up as
 ``benchmarks/llm_speed.py`` sets it up (its loaders, prompts, scorer, ``set_speed_options``,
 ``add_adalora``).  Records ``<device>.<model>.ab.<change>.<side>.<measure>`` (ms) and
 ``<device>.<model>.ab.<change>.speedup.<measure>`` (before / after)::
@@ -58,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model-name", help="model slug in metric keys (default: from --llm_path)")
     parser.add_argument("--users", type=int, default=32, help="scored users (a multiple of 32)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per process")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each measure in a row, after one untimed")
     parser.add_argument("--processes", type=int, default=2, help="processes per allocator side, alternating")
     parser.add_argument("--out", type=Path, help="JSON records (default: benchmarks/results/ab_speed.<model>.json)")
     parser.add_argument("--seed", type=int, default=0)
@@ -133,7 +135,7 @@ def child(args) -> dict[str, dict[str, float]]:
             llm.get_base_model().set_attn_implementation(name)
             for measure in MEASURED[kernel]:
                 run[measure]()  # untimed: the step's steady state, as a run repeats it hundreds of times
-                times[kernel][measure].append(run[measure]())
+                times[kernel][measure] += [run[measure]() for _ in range(args.repeats)]
         print(f"{args.side} round {round_}: " + "; ".join(f"{k}.{m} {v[-1]:.0f}" for k, ms in times.items()
                                                          for m, v in ms.items()), flush=True)
     return {k: {m: statistics.median(v) for m, v in ms.items()} for k, ms in times.items()}

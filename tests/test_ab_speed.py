@@ -14,7 +14,7 @@ from tests.test_causal import save_tiny_llama
 def test_one_run_measures_both_sides_of_each_change(tmp_path):
     out = tmp_path / "ab.json"
     assert load_script("ab_speed").main(["--llm_path", save_tiny_llama(tmp_path / "llama"), "--model-name", "tiny",
-                                         "--users", "32", "--rounds", "1", "--processes", "1", "--out", str(out)]) == 0
+                                         "--users", "32", "--rounds", "1", "--repeats", "1", "--processes", "1", "--out", str(out)]) == 0
     records = {r["metric"]: r for r in json.loads(out.read_text())}
     for side in ("masked", "split"):
         assert records[f"cpu.tiny.ab.prompt_split.{side}.stage2_ms_per_prefix"]["value"] > 0
