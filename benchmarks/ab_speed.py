@@ -15,8 +15,9 @@ saves, so both sides are measured alternately, never in two separate sessions:
 
 Each measure runs once untimed and then ``--repeats`` times in a row: a run repeats the same step
 hundreds of times, and that steady state (the heap already grown, or the fresh pages mapped
-again) is what it pays.  Each figure is the median over the repeats, the rounds and the
-processes of its side (a single pass can take twice as long when the machine's neighbours are busy).  Everything is the product's code, set up as
+again) is what it pays.  Each figure is the median of every timed run of its side (repeats,
+rounds and processes together): a single pass can take twice as long when the machine's
+neighbours are busy.  Everything is the product's code, set up as
 ``benchmarks/llm_speed.py`` sets it up (its loaders, prompts, scorer, ``set_speed_options``,
 ``add_adalora``).  Records ``<device>.<model>.ab.<change>.<side>.<measure>`` (ms) and
 ``<device>.<model>.ab.<change>.speedup.<measure>`` (before / after)::
@@ -63,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=2, help="processes per allocator side, alternating")
     parser.add_argument("--out", type=Path, help="JSON records (default: benchmarks/results/ab_speed.<model>.json)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--side", choices=ALLOCATOR_SIDES, help=argparse.SUPPRESS)  # a child: its medians as JSON
+    parser.add_argument("--side", choices=ALLOCATOR_SIDES, help=argparse.SUPPRESS)  # a child: its timings as JSON
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -122,7 +123,7 @@ def timers(product, llm, soft, benches) -> dict[str, Callable[[], float]]:
     return {"stage2_ms_per_prefix": train_step, **{f"scoring{b}_ms_per_user": scoring(benches[b]) for b in SCORING_BATCHES}}
 
 
-def child(args) -> dict[str, dict[str, float]]:
+def child(args) -> dict[str, dict[str, list[float]]]:
     """One process: both kernels alternating in rounds, under this process's allocator side."""
     from recbole_delrec.llm.attention import PROMPT_SPLIT
 
@@ -138,11 +139,11 @@ def child(args) -> dict[str, dict[str, float]]:
                 times[kernel][measure] += [run[measure]() for _ in range(args.repeats)]
         print(f"{args.side} round {round_}: " + "; ".join(f"{k}.{m} {v[-1]:.0f}" for k, ms in times.items()
                                                          for m, v in ms.items()), flush=True)
-    return {k: {m: statistics.median(v) for m, v in ms.items()} for k, ms in times.items()}
+    return times
 
 
 def run_children(args, argv: list[str]) -> dict[str, list[dict]]:
-    """``--processes`` child processes per allocator side, alternating; each one's medians."""
+    """``--processes`` child processes per allocator side, alternating; each one's timings."""
     results: dict[str, list[dict]] = {side: [] for side in ALLOCATOR_SIDES}
     with tempfile.TemporaryDirectory() as folder:
         for index in range(args.processes):
@@ -154,10 +155,10 @@ def run_children(args, argv: list[str]) -> dict[str, list[dict]]:
 
 
 def summary(results: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Median over processes: the attention sides from the product's (``heap``) processes, the
-    allocator sides from the split kernel's measures."""
+    """Medians over every timed run of a side (repeats, rounds, processes): the attention sides
+    from the product's (``heap``) processes, the allocator sides from the split kernel's measures."""
     def median(side: str, kernel: str, measure: str) -> float:
-        return statistics.median(r[kernel][measure] for r in results[side])
+        return statistics.median(ms for r in results[side] for ms in r[kernel][measure])
 
     return {
         "prompt_split": {k: {m: median("heap", k, m) for m in MEASURED["masked"]} for k in ("masked", "split")},
