@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from recbole_delrec.config import isolated_config
-from recbole_delrec.runs.allocator import M_MMAP_MAX, M_TRIM_THRESHOLD, reuse_heap_memory
+from recbole_delrec.runs import allocator
+from recbole_delrec.runs.allocator import M_MMAP_MAX, M_TRIM_THRESHOLD, release_free_memory, reuse_heap_memory
 from recbole_delrec.runs.startup import prepare_data
 from tests.conftest import tiny_dict
 
@@ -40,8 +41,10 @@ def libc():
         lib.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
 
     defaults()
+    applied = allocator._applied
     yield lib
     defaults()
+    allocator._applied = applied
 
 
 def mapped_growth(lib) -> int:
@@ -71,3 +74,17 @@ def test_the_start_up_applies_it_on_a_cpu_run(libc, tmp_path, caplog):
 def test_malloc_reuse_false_leaves_glibc_alone(libc, tmp_path):
     prepare_data(isolated_config("DELRec", "ml-100k", tiny_dict(tmp_path, malloc_reuse=False)))
     assert mapped_growth(libc) >= BLOCK
+
+
+def resident_mib() -> float:
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+
+def test_a_stage_start_gives_back_what_the_heap_holds_free(libc):
+    """``StageCosts.start`` calls it: the heap keeps freed memory within a stage, not across them."""
+    assert reuse_heap_memory()
+    block = torch.ones(256 << 20, dtype=torch.uint8)  # 256 MiB, touched
+    del block
+    kept = resident_mib()
+    release_free_memory()
+    assert resident_mib() < kept - 200

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from recbole_delrec.runs.allocator import release_free_memory
+
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
@@ -51,6 +53,9 @@ class StageCosts:
         self._start = 0.0
 
     def start(self) -> None:
+        """A stage starts: the heap returns what earlier stages freed (``malloc_reuse``), and the
+        peak is reset, so each stage's peak memory is its own."""
+        release_free_memory()
         _reset_peak(self.device)
         self._start = time.time()
 
