@@ -6,15 +6,15 @@ Every ``--key=value`` after the script's own options goes to RecBole's Config, e
 with ``run_delrec.py``.  Records follow the project's format (metric, value, unit, device,
 date, command); a rerun replaces the file.  Metric keys: ``<name>.teacher.<metric>``,
 ``<name>.delrec.<metric>`` (test, same candidates), ``<name>.<stage>_seconds``,
-``<name>.total_seconds``, ``<name>.users``, ``<name>.peak_rss_gib`` (the process's peak resident
-memory), with full ranking ``<name>.rerank_seconds``, and, when stage 1 ran, ``<name>.stage1.fidelity.*``.
+``<name>.total_seconds``, ``<name>.users``, ``<name>.peak_memory_gib.<stage>`` (each DELRec stage's
+own peak: resident memory on a CPU, allocated memory on a GPU), with full ranking
+``<name>.rerank_seconds``, and, when stage 1 ran, ``<name>.stage1.fidelity.*``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import resource
 import shlex
 import sys
 from pathlib import Path
@@ -39,7 +39,8 @@ def records(name: str, result: dict, command: str, device: str) -> list[dict]:
     out += [record(f"valid.epoch{epoch}.{metric}", value)
             for epoch, values in enumerate(result.get("valid_history") or []) for metric, value in values.items()]
     out.append(record("users", result["test_users"]))
-    out.append(record("peak_rss_gib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "GiB"))  # KiB
+    out += [record(f"peak_memory_gib.{stage}", mib / 1024, "GiB")
+            for stage, mib in result["cost"]["DELRec"]["peak_memory_mb_per_stage"].items()]
     if result["eval_mode"] == "full":  # DELRec's test pass: K LLM candidate scorings per user
         out.append(record("rerank_seconds", result["timings"]["test_seconds"], "s"))
     return out

@@ -143,11 +143,12 @@ class PackedRow:
 
     Titles start at ``prompt_width`` (the batch's longest prompt; a shorter prompt's padding
     sits between it and its titles), so that the prompts' queries form one causal block
-    (:mod:`~recbole_delrec.llm.attention`).  ``segment`` is ``-1`` on prompt tokens, the candidate's column on its title tokens, and
-    ``-2`` on padding; ``labels`` (title tokens and the end token of every candidate, flat),
-    ``owner`` (``b * C + c`` of each label) and ``logit_row`` (which of ``predictors``, the
-    flat positions the LM head reads, predicts it) select the LM head's work.  Every
-    candidate's first token is predicted by the prompt's last position: it is read once.
+    (:mod:`~recbole_delrec.llm.attention`).  ``segment`` is ``-1`` on prompt tokens, the
+    candidate's column on its title tokens, and ``-2`` on padding; ``labels`` (title tokens and
+    the end token of every candidate, flat), ``owner`` (``b * C + c`` of each label) and
+    ``logit_row`` (which of ``predictors``, the flat positions the LM head reads, predicts it)
+    select the LM head's work.  Every candidate's first token is predicted by the prompt's last
+    position: it is read once.
     """
 
     input_ids: torch.Tensor

@@ -5,10 +5,11 @@ from the kernel and unmaps them on ``free``.  An LLM step on a CPU allocates suc
 batch (the logits of the scored positions over the whole vocabulary, a batch's feed-forward
 activations), so it pays a page fault and the zeroing of every 4 KiB page of each of them,
 every batch.  Served from the heap and kept there when freed (``M_MMAP_MAX = 0``, trimming off),
-the next batch reuses the same pages.  SmolLM2 on cpu-2core, in one run:
-scoring 32 prompts per batch at 567 ms per user before and 299 after, a stage-2 step 1,358 ms
-per prefix before and 1,261 after (``BENCHMARKS.md``).  The process's peak memory is the same;
-what it has freed is kept for reuse rather than given back to the system until it exits.
+the next batch reuses the same pages.  SmolLM2 on cpu-2core, both sides measured alternately
+(``benchmarks/ab_speed.py``): a stage-2 step 8% faster, scoring 4-6%, and scoring 32 prompts per
+batch 5% to 37% faster, as the cost of a page fault on the host varies (``BENCHMARKS.md``).
+Within a stage the same shapes reuse the same blocks; :func:`release_free_memory` gives the rest
+back as each stage starts, so a stage's peak memory stays its own.
 
 ``malloc_reuse`` (on by default) applies it at start-up on a CPU run; it is a no-op where the C
 library is not glibc (macOS, musl, Windows), and a process that preloads another allocator
@@ -52,6 +53,6 @@ def release_free_memory() -> None:
     :func:`reuse_heap_memory` applies: called as each stage starts.  Within a stage the same
     shapes repeat and reuse the same blocks; a new stage's shapes (stage 1's, stage 2's, the
     test's 32-prompt batches) would otherwise stack on a heap fragmented by the last one's: the
-    main command's peak resident memory rose from 16.6 to 22.4 GB without it (``BENCHMARKS.md``)."""
+    main command's peak resident memory rose from 16.2 to 21.9 GiB without it (``BENCHMARKS.md``)."""
     if _applied:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
