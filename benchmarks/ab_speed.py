@@ -70,12 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def speed_arguments(args) -> list[str]:
-    """``llm_speed.py``'s arguments for the same model, users and allocator side."""
+    """``llm_speed.py``'s arguments for the same model, users, allocator side and (if given) dtype."""
     return ([f"--llm_path={args.llm_path}", "--checkpoint_dir", str(args.checkpoint_dir), "--device", "cpu",
              "--users", str(args.users), "--batch", "8"]
             + (["--llm_gguf_file", args.llm_gguf_file] if args.llm_gguf_file else [])
             + (["--model-name", args.model_name] if args.model_name else [])
-            + (["--no-malloc-reuse"] if args.side == "mmap" else []))
+            + (["--no-malloc-reuse"] if args.side == "mmap" else [])
+            + (["--dtype", args.dtype] if getattr(args, "dtype", None) else []))
 
 
 def setup(args):

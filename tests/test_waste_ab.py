@@ -1,0 +1,54 @@
+"""``benchmarks/waste_ab.py`` on a tiny random Llama: each waste against the product in one run,
+the same scores on both sides, and the records its BENCHMARKS.md table comes from."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.benchmark_scripts import load_script
+from tests.test_causal import save_tiny_llama
+
+
+def test_one_run_measures_each_waste_beside_the_product(tmp_path):
+    script = load_script("waste_ab")
+    out = tmp_path / "waste.json"
+    assert script.main(["--llm_path", save_tiny_llama(tmp_path / "llama"), "--model-name", "tiny",
+                        "--repeats", "1", "--out", str(out)]) == 0
+    records = {r["metric"]: r for r in json.loads(out.read_text())}
+    for waste, steps in script.MEASURES.items():
+        for step in steps:
+            unit = script.UNIT[step]
+            waste_ms, product_ms = (records[f"cpu.tiny.ab.{waste}.{side}.{unit}"]["value"] for side in (waste, "product"))
+            assert waste_ms > 0 and product_ms > 0
+            speedup = records[f"cpu.tiny.ab.{waste}.speedup.{unit.rsplit('_ms_', 1)[0]}"]["value"]
+            assert speedup == pytest.approx(waste_ms / product_ms, rel=1e-3)
+    assert records["cpu.tiny.ab.frozen_grads.speedup.stage2"]["command"].split()[1] == "benchmarks/waste_ab.py"
+
+
+def test_each_waste_is_put_back_after_its_call(tmp_path):
+    """A waste left on would slow the product's side of every later measure."""
+    script = load_script("waste_ab")
+    args = script.parse_args(["--llm_path", save_tiny_llama(tmp_path / "llama"), "--checkpoint_dir", str(tmp_path)])
+    env = script.setup(args)
+    base = env.llm.get_base_model()
+    trained = {n for n, p in env.llm.named_parameters() if p.requires_grad}
+    kernel, n_threads = base.config._attn_implementation, torch.get_num_threads()
+    for name in ("full_logits", "frozen_grads", "per_candidate", "eager", "one_thread", "oversubscribed"):
+        steps, context = script.waste_side(name, args, env)
+        with context():
+            steps.stage2() if name == "frozen_grads" else steps.scoring()
+    assert {n for n, p in env.llm.named_parameters() if p.requires_grad} == trained
+    assert all(p.grad is None for p in env.llm.parameters())
+    assert base.config._attn_implementation == kernel and torch.get_num_threads() == n_threads
+    assert not base.base_model._forward_hooks and env.steps.score_fn == env.steps.packed
+
+
+def test_a_waste_side_that_scores_otherwise_is_refused():
+    script = load_script("waste_ab")
+    scores = torch.tensor([[-1.0, -2.0], [-3.0, -4.0]])
+    script.check_same("eager", scores, scores + 1e-3, torch.bfloat16)  # bf16 rounding: accepted
+    with pytest.raises(AssertionError, match="eager"):
+        script.check_same("eager", scores, scores.flip(1), torch.bfloat16)
