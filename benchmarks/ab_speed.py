@@ -52,18 +52,24 @@ MEASURED = {"masked": ("stage2_ms_per_prefix", "scoring8_ms_per_user"),
 ALLOCATOR_SIDES = ("mmap", "heap")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def model_parser(description: str) -> argparse.ArgumentParser:
+    """The options of every side-by-side script: the LLM, where its converted weights live, key names."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--llm_path", "--llm-path", default=llm_speed.DEFAULT_LLM)
     parser.add_argument("--llm_gguf_file", "--llm-gguf-file")
     parser.add_argument("--checkpoint_dir", "--checkpoint-dir", type=Path, default=Path("saved"))
     parser.add_argument("--model-name", help="model slug in metric keys (default: from --llm_path)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = model_parser(__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=32, help="scored users (a multiple of 32)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per process")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each measure in a row, after one untimed")
     parser.add_argument("--processes", type=int, default=2, help="processes per allocator side, alternating")
     parser.add_argument("--out", type=Path, help="JSON records (default: benchmarks/results/ab_speed.<model>.json)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--side", choices=ALLOCATOR_SIDES, help=argparse.SUPPRESS)  # a child: its timings as JSON
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -185,21 +191,26 @@ def records(result, key: str, command: str, device_name: str) -> list[dict]:
     return out
 
 
+def save(result, args, argv: list[str], script: str, stem: str) -> Path:
+    """``result``'s records, printed and written to ``--out`` or ``benchmarks/results/<stem>.<model>.json``."""
+    model_name = args.model_name or llm_speed.model_slug(args.llm_path)
+    out = records(result, f"cpu.{model_name}.", llm_speed.recorded_command(argv, script),
+                  llm_speed.device_slug(torch.device("cpu")))
+    path = args.out or llm_speed.REPO / "benchmarks" / "results" / f"{stem}.{model_name}.json"
+    llm_speed.import_product(False).save_json(out, path)  # atomic
+    for r in out:
+        print(f"{r['metric']:<60} {r['value']:>10} {r['unit']}")
+    print(f"{len(out)} records -> {path}")
+    return path
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.side:
         args.child_out.write_text(json.dumps(child(args)))
         return 0
-    result = summary(run_children(args, argv))
-    model_name = args.model_name or llm_speed.model_slug(args.llm_path)
-    out = records(result, f"cpu.{model_name}.", llm_speed.recorded_command(argv, __file__),
-                  llm_speed.device_slug(torch.device("cpu")))
-    path = args.out or llm_speed.REPO / "benchmarks" / "results" / f"ab_speed.{model_name}.json"
-    llm_speed.import_product(False).save_json(out, path)  # atomic
-    for r in out:
-        print(f"{r['metric']:<55} {r['value']:>10} {r['unit']}")
-    print(f"{len(out)} records -> {path}")
+    save(summary(run_children(args, argv)), args, argv, __file__, "ab_speed")
     return 0
 
 

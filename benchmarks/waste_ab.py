@@ -58,15 +58,10 @@ UNIT = {"stage2": "stage2_ms_per_prefix", "scoring": "scoring8_ms_per_user"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--llm_path", "--llm-path", default=llm_speed.DEFAULT_LLM)
-    parser.add_argument("--llm_gguf_file", "--llm-gguf-file")
-    parser.add_argument("--checkpoint_dir", "--checkpoint-dir", type=Path, default=Path("saved"))
-    parser.add_argument("--model-name", help="model slug in metric keys (default: from --llm_path)")
+    parser = ab_speed.model_parser(__doc__.split("\n")[0])
     parser.add_argument("--waste", nargs="+", choices=list(MEASURES), default=list(MEASURES), help="what to measure")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side, alternating, after one untimed")
     parser.add_argument("--out", type=Path, help="JSON records (default: benchmarks/results/waste_ab.<model>.json)")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.users, args.side, args.dtype = 8, "heap", None  # what ab_speed.setup reads: 8 users, malloc_reuse, auto dtype
     return args
@@ -244,15 +239,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     env = setup(args)
-    result = {name: measure(name, args, env) for name in args.waste}
-    model_name = args.model_name or llm_speed.model_slug(args.llm_path)
-    out = ab_speed.records(result, f"cpu.{model_name}.", llm_speed.recorded_command(argv, __file__),
-                           llm_speed.device_slug(torch.device("cpu")))
-    path = args.out or llm_speed.REPO / "benchmarks" / "results" / f"waste_ab.{model_name}.json"
-    env.product.save_json(out, path)  # atomic
-    for r in out:
-        print(f"{r['metric']:<60} {r['value']:>10} {r['unit']}")
-    print(f"{len(out)} records -> {path}")
+    ab_speed.save({name: measure(name, args, env) for name in args.waste}, args, argv, __file__, "waste_ab")
     return 0
 
 
