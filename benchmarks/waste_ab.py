@@ -19,6 +19,10 @@ with exactly one kind of waste put back, alternating, on the same prompts, weigh
 * ``one_thread`` and ``oversubscribed``: PyTorch on one thread, or on twice as many threads as
   cores (the product leaves PyTorch its default: one thread per core).
 
+One side is no waste but a price: ``no_lora_dropout`` runs the stage-2 step with AdaLoRA's
+``lora_dropout`` modules taken out (the product keeps the method's ``lora_dropout: 0.05``), to
+show what PEFT's dropout mask costs on a CPU; its "speed-up" is below 1 when the product pays for it.
+
 Every side is the product's own code (``ab_speed.setup``: its loader, prompts, scorer, AdaLoRA),
 changed in that one respect only and back afterwards; each side computes the same scores (the
 tests check it).  Measures: a stage-2 step (8 prefixes, forward and backward) and scoring one
@@ -44,6 +48,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ab_speed  # noqa: E402  (the product's pieces, set up as llm_speed.py sets them up; its records)
@@ -53,7 +58,7 @@ import llm_speed  # noqa: E402
 #: hold C times the activations of a training batch, so it is measured where a user meets it first).
 MEASURES = {"float32": ("stage2", "scoring"), "full_logits": ("stage2", "scoring"), "frozen_grads": ("stage2",),
             "per_candidate": ("scoring",), "eager": ("stage2", "scoring"), "one_thread": ("stage2", "scoring"),
-            "oversubscribed": ("stage2", "scoring")}
+            "oversubscribed": ("stage2", "scoring"), "no_lora_dropout": ("stage2",)}
 UNIT = {"stage2": "stage2_ms_per_prefix", "scoring": "scoring8_ms_per_user"}
 
 
@@ -162,6 +167,21 @@ def frozen_grads(llm) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def without_dropout(llm) -> Iterator[None]:
+    """AdaLoRA's ``lora_dropout`` modules replaced by identities for the call (scores then differ:
+    the method's own dropout is off, so only its cost is measured)."""
+    taken = [(m.lora_dropout, key, d) for m in llm.modules() if hasattr(m, "lora_dropout")
+             for key, d in m.lora_dropout.items() if isinstance(d, nn.Dropout)]
+    for dropouts, key, _ in taken:
+        dropouts[key] = nn.Identity()
+    try:
+        yield
+    finally:
+        for dropouts, key, dropout in taken:
+            dropouts[key] = dropout
+
+
+@contextlib.contextmanager
 def scored_by(steps: Steps, score_fn: Callable) -> Iterator[None]:
     steps.score_fn = score_fn
     try:
@@ -199,6 +219,7 @@ def waste_side(name: str, args, env) -> tuple[Steps, Callable[[], contextlib.Abs
         "eager": lambda: attention(env.llm, "eager"),
         "one_thread": lambda: threads(1),
         "oversubscribed": lambda: threads(2 * (os.cpu_count() or 1)),
+        "no_lora_dropout": lambda: without_dropout(env.llm),
     }
     return env.steps, contexts[name]
 

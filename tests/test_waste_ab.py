@@ -36,14 +36,20 @@ def test_each_waste_is_put_back_after_its_call(tmp_path):
     base = env.llm.get_base_model()
     trained = {n for n, p in env.llm.named_parameters() if p.requires_grad}
     kernel, n_threads = base.config._attn_implementation, torch.get_num_threads()
-    for name in ("full_logits", "frozen_grads", "per_candidate", "eager", "one_thread", "oversubscribed"):
+    dropouts = [d for d in env.llm.modules() if isinstance(d, torch.nn.Dropout)]
+    assert dropouts  # AdaLoRA's lora_dropout: what no_lora_dropout takes out for its call
+    for name in ("full_logits", "frozen_grads", "per_candidate", "eager", "one_thread", "oversubscribed",
+                 "no_lora_dropout"):
         steps, context = script.waste_side(name, args, env)
         with context():
-            steps.stage2() if name == "frozen_grads" else steps.scoring()
+            steps.stage2() if script.MEASURES[name] == ("stage2",) else steps.scoring()
+            if name == "no_lora_dropout":
+                assert not any(isinstance(d, torch.nn.Dropout) for d in env.llm.modules())
     assert {n for n, p in env.llm.named_parameters() if p.requires_grad} == trained
     assert all(p.grad is None for p in env.llm.parameters())
     assert base.config._attn_implementation == kernel and torch.get_num_threads() == n_threads
     assert not base.base_model._forward_hooks and env.steps.score_fn == env.steps.packed
+    assert [d for d in env.llm.modules() if isinstance(d, torch.nn.Dropout)] == dropouts
 
 
 def test_a_waste_side_that_scores_otherwise_is_refused():
