@@ -6,6 +6,9 @@
     python benchmarks/claims.py --seed=2020 --from-run=saved/<default run> delrec
         # the delrec row from a finished default run of that seed: loaded and scored again
         # beside the baselines (its stage 1 and stage 2 are not repeated)
+    python benchmarks/claims.py --seed=2020 --adopt-run=saved/<finished run> delrec_full_budget
+        # a finished run of that seed (run_delrec.py or benchmarks/run.py with the row's settings
+        # and the seed's candidate sets) kept as that row, as it is: nothing runs again
     python benchmarks/claims.py --seed=2020 --orders=3 --from-run=saved/<delrec run of that seed>
         # candidate-order sensitivity of that seed's DELRec run (``order.*`` keys of the table)
     python benchmarks/claims.py --table [row ...] [--report=docs/img/<prefix>]
@@ -46,7 +49,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 #: Prompt templates of rows that change the wording (``benchmarks/templates``).
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 #: Each row's overrides of the main command's settings.
@@ -122,6 +126,38 @@ def keep(result: dict, row: str, folder: Path) -> None:
     small = {k: result[k] for k in ("test_result", "stage1_result", "timings", "loss_history", "valid_history",
                                     "cost", "row_keys")}
     (folder / f"{row}.result.json").write_text(json.dumps(small, indent=2, sort_keys=True) + "\n")
+
+
+def adopt_run(run_dir: str, row: str, seed: int, prefix: str) -> None:
+    """Keep a finished run as ``row`` of ``seed`` without running it again: a row too long to run
+    twice (the larger budget, ~2 hours on a CPU) can be recorded by ``benchmarks/run.py`` and
+    joined to the table.  Its seed, the row's settings and the seed's test users and candidate sets
+    are checked first, so the row pairs with the others user by user."""
+    import pandas as pd
+
+    check_run_seed(run_dir, seed)
+    final = json.loads((Path(run_dir) / "config.json").read_text())["final"]
+    for key, value in row_settings(row).items():
+        if final.get(key) != value:
+            raise ValueError(f"--adopt-run {run_dir} ran with {key}={final.get(key)!r}; row '{row}' sets {value!r}.")
+    folder = seed_dir(prefix, seed)
+    mine, theirs = pd.read_parquet(Path(run_dir) / "records.parquet"), pd.read_parquet(folder / "delrec.records.parquet")
+    if not mine["user"].equals(theirs["user"]) or any(list(a) != list(b) for a, b in zip(mine["candidates"], theirs["candidates"])):
+        raise ValueError(f"--adopt-run {run_dir} scored other users or candidates than seed {seed}'s rows: run it "
+                         f"with --candidates_path={folder / 'delrec.candidates.parquet'}.")
+    keep(json.loads((Path(run_dir) / "result.json").read_text()), row, folder)
+
+
+def row_settings(row: str) -> dict:
+    """Every setting a row makes: its overrides and the values of its YAML files (paths as given)."""
+    import yaml
+
+    overrides = dict(ROWS[row])
+    values = {}
+    for path in overrides.pop("config_files", []):
+        values.update(yaml.safe_load((REPO / path).read_text(encoding="utf-8")))
+    overrides.pop("lsr_template", None)  # a template folder: its path is the run's own
+    return {**values, **overrides}
 
 
 def check_run_seed(run_dir: str, seed: int) -> None:
@@ -351,6 +387,7 @@ def main() -> None:
     parser.add_argument("--prefix", default="ml100k.smollm2", help="metric prefix and results file name")
     parser.add_argument("--checkpoint_dir", default="saved/claims", help="cached teachers, soft prompts, LLM")
     parser.add_argument("--from-run", help="the delrec row from this finished run folder of --seed")
+    parser.add_argument("--adopt-run", help="keep this finished run of --seed as the one row named, as it is")
     parser.add_argument("--config_files", default="", help="space-separated YAML files for every row (another LLM, say)")
     parser.add_argument("--device-name", default="cpu-2core")
     parser.add_argument("--tag", help="with the table of named rows: write <prefix>.claims.<tag>.json, keys <prefix>.<tag>.*")
@@ -366,6 +403,10 @@ def main() -> None:
         if args.seed is None or not args.from_run:
             parser.error("--orders needs --seed and --from-run (that seed's finished delrec run)")
         analyse_orders(args.from_run, args.orders, args.seed, args.dataset, args.prefix, args.config_files.split())
+    elif args.adopt_run:
+        if args.seed is None or len(args.rows) != 1:
+            parser.error("--adopt-run needs --seed and exactly one row")
+        adopt_run(args.adopt_run, args.rows[0], args.seed, args.prefix)
     elif args.seed is not None:
         rows = args.rows or DEFAULT_ROWS
         for row in sorted(rows, key=lambda r: r != "delrec"):  # delrec first: it draws the candidates

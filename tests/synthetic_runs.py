@@ -38,7 +38,8 @@ def write_run(path: Path, seed: int, users: int = 120, delrec_gain: int = 0, ord
     meta = {"models": MODELS, "mode": "uni19", "n_candidates": 20, "seed": seed, "dataset": "ml-100k",
             "topk": [1, 5], "metrics": ["Hit", "NDCG", "MRR"]}
     (path / "records.json").write_text(json.dumps(meta))
-    result = {"run_dir": str(path), "test_result": {}, "teacher_test_result": {},
+    result = {"run_dir": str(path), "records": str(path / "records.parquet"), "test_result": {}, "teacher_test_result": {},
+              "stage1_result": {}, "loss_history": [], "valid_history": [],
               "timings": {"test_seconds": 1.2, "teacher_test_seconds": 0.1},
               "row_keys": {"delrec": "DELRec", "teacher": "SASRec (teacher)", "gru4rec": "GRU4Rec"},
               "cost": {"DELRec": {"test_ms_per_user": 10.0, "trained_parameters": 691156,

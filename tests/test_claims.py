@@ -116,3 +116,36 @@ def test_versus_tests_a_named_row_against_every_other_llm_row(tmp_path, monkeypa
     assert not any(k.startswith("planted.v.no_soft_prompt_vs_teacher") for k in found)  # LLM rows only
     with pytest.raises(SystemExit, match="--versus zeroshot"):
         claims.table("planted", "cmd", "cpu-test", rows=["no_soft_prompt"], tag="w", versus="zeroshot")
+
+
+def test_a_finished_run_with_the_rows_settings_is_kept_as_that_row(tmp_path, monkeypatch):
+    claims = load_script("claims")
+    monkeypatch.setattr(claims, "RESULTS", tmp_path / "results")
+    monkeypatch.chdir(tmp_path)  # the row's YAML is read from the checkout, not the working folder
+    planted_seed(tmp_path, claims, 2020, [])
+    run = write_run(tmp_path / "full-budget-run", 2020, users=USERS)
+    settings = claims.row_settings("delrec_full_budget")
+    assert settings["epochs"] == 2 and settings["train_prefixes_per_user"] == 2
+    (run / "config.json").write_text(json.dumps({"final": {**settings, "seed": 2020}, "external": {}}))
+    claims.adopt_run(str(run), "delrec_full_budget", 2020, "planted")
+    folder = claims.seed_dir("planted", 2020)
+    assert pd.read_parquet(folder / "delrec_full_budget.records.parquet").equals(pd.read_parquet(run / "records.parquet"))
+    assert json.loads((folder / "delrec_full_budget.result.json").read_text())["timings"]["test_seconds"] == 1.2
+
+
+def test_a_finished_run_with_other_settings_or_candidates_is_refused(tmp_path, monkeypatch):
+    claims = load_script("claims")
+    monkeypatch.setattr(claims, "RESULTS", tmp_path / "results")
+    planted_seed(tmp_path, claims, 2020, [])
+    run = write_run(tmp_path / "default-run", 2020, users=USERS)
+    settings = claims.row_settings("delrec_full_budget")
+    (run / "config.json").write_text(json.dumps({"final": {**settings, "epochs": 1}, "external": {}}))
+    with pytest.raises(ValueError, match="epochs=1"):
+        claims.adopt_run(str(run), "delrec_full_budget", 2020, "planted")
+    (run / "config.json").write_text(json.dumps({"final": settings, "external": {}}))
+    frame = pd.read_parquet(run / "records.parquet")
+    frame["candidates"] = [["x", "y", f"i{i}"] for i in range(USERS)]
+    frame.to_parquet(run / "records.parquet", index=False)
+    with pytest.raises(ValueError, match="candidates_path"):
+        claims.adopt_run(str(run), "delrec_full_budget", 2020, "planted")
+    assert not (claims.seed_dir("planted", 2020) / "delrec_full_budget.records.parquet").exists()
