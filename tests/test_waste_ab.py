@@ -55,6 +55,12 @@ def test_each_waste_is_put_back_after_its_call(tmp_path):
 def test_a_waste_side_that_scores_otherwise_is_refused():
     script = load_script("waste_ab")
     scores = torch.tensor([[-1.0, -2.0], [-3.0, -4.0]])
-    script.check_same("eager", scores, scores + 1e-3, torch.bfloat16)  # bf16 rounding: accepted
+    script.check_same("per_candidate", scores, scores + 0.2, {torch.bfloat16})  # bf16 rounding: accepted
+    with pytest.raises(AssertionError, match="per_candidate"):
+        script.check_same("per_candidate", scores, scores.flip(1), {torch.bfloat16})
+    script.check_same("float32", scores, scores + 0.2, {torch.bfloat16, torch.float32})
+    with pytest.raises(AssertionError, match="float32"):
+        script.check_same("float32", scores, scores.flip(1), {torch.bfloat16, torch.float32})
+    script.check_same("eager", scores, scores + 1e-4, {torch.float32})  # float32 on both sides: tight
     with pytest.raises(AssertionError, match="eager"):
-        script.check_same("eager", scores, scores.flip(1), torch.bfloat16)
+        script.check_same("eager", scores, scores + 1e-2, {torch.float32})
