@@ -99,13 +99,14 @@ class Steps:
         return (time.perf_counter() - begin) * 1e3 / len(self.part.prompts), scores
 
 
-def per_candidate_scorer(product, soft, pad_id: int, n_soft: int, scorer) -> Callable:
+def per_candidate_scorer(steps: Steps) -> Callable:
     """Scores as one row per candidate: each user's prompt repeated C times, one title each."""
     def score(base, part) -> torch.Tensor:
         rows = []
         for prompt, candidates in zip(part.prompts, part.candidates):
-            batch = product.PromptBatch.collate([prompt] * len(candidates), pad_id, n_soft)
-            rows.append(scorer(base, soft, batch, candidates.unsqueeze(1)).view(1, -1))
+            batch = steps.product.PromptBatch.collate([prompt] * len(candidates), steps.scorer.pad_id,
+                                                      steps.soft.n_tokens)
+            rows.append(steps.scorer(base, steps.soft, batch, candidates.unsqueeze(1)).view(1, -1))
         return torch.cat(rows)
     return score
 
@@ -195,7 +196,7 @@ def setup(args) -> SimpleNamespace:
     product, llm, soft, benches = ab_speed.setup(args)
     part = benches[8].batches[0]
     steps = Steps(product, llm, soft, part, benches[8].scorer)
-    return SimpleNamespace(product=product, llm=llm, soft=soft, part=part, steps=steps, scorer=benches[8].scorer)
+    return SimpleNamespace(product=product, llm=llm, soft=soft, part=part, steps=steps)
 
 
 def float32_steps(args, env) -> Steps:
@@ -210,12 +211,10 @@ def waste_side(name: str, args, env) -> tuple[Steps, Callable[[], contextlib.Abs
     if name == "float32":
         return float32_steps(args, env), contextlib.nullcontext
     base = env.llm.get_base_model()
-    n_soft = int(env.part.batch.soft_mask.sum(1).max())
     contexts = {
         "full_logits": lambda: hooked(base.base_model, full_logits_hook(base)),
         "frozen_grads": lambda: frozen_grads(env.llm),
-        "per_candidate": lambda: scored_by(env.steps, per_candidate_scorer(env.product, env.soft, env.scorer.pad_id,
-                                                                           n_soft, env.scorer)),
+        "per_candidate": lambda: scored_by(env.steps, per_candidate_scorer(env.steps)),
         "eager": lambda: attention(env.llm, "eager"),
         "one_thread": lambda: threads(1),
         "oversubscribed": lambda: threads(2 * (os.cpu_count() or 1)),
