@@ -16,6 +16,7 @@ import textwrap
 import pytest
 
 from recbole_delrec.config import isolated_config
+from recbole_delrec.evaluation.cost import StageCosts
 from recbole_delrec.runs import allocator
 from recbole_delrec.runs.startup import prepare_data
 from tests.conftest import tiny_dict
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 PROBE = textwrap.dedent("""
     import ctypes, json
     import torch
-    from recbole_delrec.runs.allocator import release_free_memory, reuse_heap_memory
+    from recbole_delrec.runs.allocator import bound_heap, bound_releases, machine_memory_bytes, release_free_memory, reuse_heap_memory
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
@@ -41,12 +42,21 @@ PROBE = textwrap.dedent("""
     def resident_mib():
         return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 
-    out = {"default": mapped_growth(), "applied": reuse_heap_memory(), "reused": mapped_growth()}
-    block = torch.ones(256 << 20, dtype=torch.uint8)
-    del block
-    kept = resident_mib()
-    release_free_memory()
-    out["released_mib"] = kept - resident_mib()
+    out = {"default": mapped_growth(), "applied": reuse_heap_memory(0.5), "reused": mapped_growth()}
+
+    def freed_then(step):  # what a step gives back of a freed 256 MiB block that the heap kept
+        block = torch.ones(256 << 20, dtype=torch.uint8)
+        del block
+        kept = resident_mib()
+        step()
+        return kept - resident_mib()
+
+    out["released_mib"] = freed_then(release_free_memory)
+    out["under_bound_mib"] = freed_then(lambda: bound_heap())  # the bound: half the machine's memory
+    out["under_bound_releases"] = bound_releases()
+    out["over_bound_mib"] = freed_then(lambda: reuse_heap_memory(resident_mib() * 2**20 / 2 / machine_memory_bytes())
+                                       and bound_heap())
+    out["over_bound_releases"] = bound_releases()
     print(json.dumps(out))
 """)
 
@@ -66,6 +76,51 @@ def test_glibc_maps_a_large_tensor_fresh_by_default_and_from_the_heap_after(prob
 def test_a_stage_start_gives_back_what_the_heap_holds_free(probe):
     """``StageCosts.start`` calls it: the heap keeps freed memory within a stage, not across them."""
     assert probe["released_mib"] > 200
+
+
+def test_under_its_bound_the_heap_keeps_freed_memory(probe):
+    assert probe["under_bound_mib"] < 50
+    assert probe["under_bound_releases"] == 0
+
+
+def test_past_its_bound_the_heap_gives_freed_memory_back_as_a_pass_starts(probe):
+    """``bound_heap``, the LLM's pre-hook: a stage of many batch shapes would otherwise grow the heap
+    until the machine runs out (the larger budget's stage 2 was killed at 24 GiB)."""
+    assert probe["over_bound_mib"] > 200
+    assert probe["over_bound_releases"] == 1
+
+
+def test_a_stage_whose_passes_met_the_bound_says_so_in_the_log(monkeypatch, caplog):
+    """Each give-back costs the next pass its page faults (a stage-2 step 1.56x slower when every
+    pass pays): the log tells the user the stage's working set is near the bound."""
+    monkeypatch.setattr(allocator, "_applied", True)
+    monkeypatch.setattr(allocator, "_bound_bytes", allocator.machine_memory_bytes())
+    costs = StageCosts("cpu")
+    with caplog.at_level(logging.INFO):
+        costs.start()
+        allocator.bound_heap()  # under the bound: nothing given back
+        costs.stop("stage1")
+        monkeypatch.setattr(allocator, "_bound_bytes", 0)
+        costs.start()
+        allocator.bound_heap()
+        allocator.bound_heap()
+        costs.stop("stage2")
+    assert "stage1: the heap gave back" not in caplog.text
+    assert "stage2: the heap gave back its free memory at 2 passes (malloc_reuse_max_share" in caplog.text
+
+
+def test_a_bound_outside_0_1_is_refused_with_its_option_named():
+    with pytest.raises(ValueError, match="malloc_reuse_max_share=1.5"):
+        allocator.reuse_heap_memory(1.5)
+
+
+def test_every_pass_of_a_loaded_llm_checks_the_bound(tmp_path):
+    from recbole_delrec.llm.loading import load_backbone
+
+    config = isolated_config("DELRec", "ml-100k", tiny_dict(tmp_path))
+    backbone = load_backbone(config, ["a few words", "of corpus"])
+    hooks = backbone.model.get_input_embeddings()._forward_pre_hooks.values()
+    assert allocator.bound_heap in list(hooks)
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ import re
 import resource
 import sys
 import time
+from logging import getLogger
 from pathlib import Path
 
 import torch
 
-from recbole_delrec.runs.allocator import release_free_memory
+from recbole_delrec.runs.allocator import bound_releases, release_free_memory
 
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
@@ -51,18 +52,24 @@ class StageCosts:
         self.seconds: dict[str, float] = {}
         self.peak_mb: dict[str, float] = {}
         self._start = 0.0
+        self._releases = 0
 
     def start(self) -> None:
         """A stage starts: the heap returns what earlier stages freed (``malloc_reuse``), and the
         peak is reset, so each stage's peak memory is its own."""
         release_free_memory()
         _reset_peak(self.device)
+        self._releases = bound_releases()
         self._start = time.time()
 
     def stop(self, stage: str) -> float:
         """Record ``stage`` since the last ``start()``; returns its seconds."""
         self.seconds[stage] = time.time() - self._start
         self.peak_mb[stage] = peak_memory_mb(self.device)
+        releases = bound_releases() - self._releases
+        if releases:
+            getLogger().info(f"{stage}: the heap gave back its free memory at {releases} passes (malloc_reuse_max_share; "
+                             f"each costs that pass its page faults; peak {self.peak_mb[stage] / 1024:.1f} GiB)")
         return self.seconds[stage]
 
 

@@ -25,6 +25,7 @@ from recbole_delrec.llm.causal import ARCHITECTURES, CausalBackbone
 from recbole_delrec.llm.precision import llm_dtype
 from recbole_delrec.llm.sources import LLMSource, check_hub_id, gguf_config, resolve
 from recbole_delrec.llm.t5 import Seq2SeqBackbone
+from recbole_delrec.runs.allocator import bound_heap
 from recbole_delrec.runs.artifacts import atomic_dir, fingerprint
 from recbole_delrec.runs.cache import artifact_path, load_or_make
 
@@ -35,8 +36,15 @@ def load_backbone(settings: Mapping[str, Any], corpus: Iterable[str]) -> Backbon
     """The LLM of ``llm_path`` (``llm_gguf_file``, ``llm_dtype``, on ``device``), or the scratch T5.
 
     ``settings``: a RecBole config (or a dict with those keys, ``scratch_llm`` and
-    ``checkpoint_dir``); ``corpus``: the texts a scratch tokenizer is trained on.
+    ``checkpoint_dir``); ``corpus``: the texts a scratch tokenizer is trained on.  Its passes keep
+    the CPU heap under ``malloc_reuse_max_share`` (:func:`~recbole_delrec.runs.allocator.bound_heap`).
     """
+    backbone = _load(settings, corpus)
+    backbone.model.get_input_embeddings().register_forward_pre_hook(bound_heap)  # every pass starts there
+    return backbone
+
+
+def _load(settings: Mapping[str, Any], corpus: Iterable[str]) -> Backbone:
     source = resolve(settings["llm_path"], settings["llm_gguf_file"])
     if source.kind == "scratch":
         return Seq2SeqBackbone.scratch(settings["scratch_llm"], corpus)

@@ -53,7 +53,7 @@ def prepare_data(config: Config) -> tuple[Any, Any, Any]:
     logger.info(sys.argv)
     logger.info(config)
     if config["malloc_reuse"] and config["device"].type == "cpu":
-        reuse_heap_memory()
+        reuse_heap_memory(config["malloc_reuse_max_share"])
     checks.check_config(config)
     dataset = create_dataset(config)
     logger.info(dataset)
