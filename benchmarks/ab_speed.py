@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llm_speed  # noqa: E402  (the benchmark beside this one: loaders, prompts, timing, records)
+import machine  # noqa: E402  (the one owner of the records' device name)
 
 #: Scoring batches timed: the stage-2 batch (8) and DELRec's evaluation batch (32 users).
 SCORING_BATCHES = (8, 32)
@@ -195,7 +196,7 @@ def save(result, args, argv: list[str], script: str, stem: str) -> Path:
     """``result``'s records, printed and written to ``--out`` or ``benchmarks/results/<stem>.<model>.json``."""
     model_name = args.model_name or llm_speed.model_slug(args.llm_path)
     out = records(result, f"cpu.{model_name}.", llm_speed.recorded_command(argv, script),
-                  llm_speed.device_slug(torch.device("cpu")))
+                  machine.device_name("cpu"))
     path = args.out or llm_speed.REPO / "benchmarks" / "results" / f"{stem}.{model_name}.json"
     llm_speed.import_product(False).save_json(out, path)  # atomic
     for r in out:

@@ -25,6 +25,9 @@ from pathlib import Path
 
 from recbole_delrec.runs.artifacts import save_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SEEDED = RESULTS / "ml100k.ablation_seeds.json"
 VARIANTS = {
@@ -83,7 +86,7 @@ def seeded(full_summary: Path, variants: list[str], command: str, extra: list[st
             values.update({f"{variant}.vs_full.{m}.{k}": tests[m][k] for k in ("difference", "pvalue")})
         print(variant, {m: tests[m]["verdict"] for m in METRICS}, flush=True)
     date = datetime.date.today().isoformat()
-    records = [{"metric": f"ml100k.ablation_seeds.{k}", "device": "cpu-2core", "date": date, "command": command,
+    records = [{"metric": f"ml100k.ablation_seeds.{k}", "device": machine.device_name(), "date": date, "command": command,
                 "unit": "", "value": float(f"{v:.3g}") if k.endswith("pvalue") else round(float(v), 4)}
                for k, v in values.items()]
     fresh = {r["metric"] for r in records}

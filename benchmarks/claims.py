@@ -49,6 +49,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 #: Prompt templates of rows that change the wording (``benchmarks/templates``).
@@ -389,7 +392,7 @@ def main() -> None:
     parser.add_argument("--from-run", help="the delrec row from this finished run folder of --seed")
     parser.add_argument("--adopt-run", help="keep this finished run of --seed as the one row named, as it is")
     parser.add_argument("--config_files", default="", help="space-separated YAML files for every row (another LLM, say)")
-    parser.add_argument("--device-name", default="cpu-2core")
+    parser.add_argument("--device-name", default=machine.device_name(), help="the records' device")
     parser.add_argument("--tag", help="with the table of named rows: write <prefix>.claims.<tag>.json, keys <prefix>.<tag>.*")
     parser.add_argument("--report", type=Path, help="with the table: write the report's Markdown and pictures here")
     parser.add_argument("--versus", help="with the table: also test this row against every other LLM row")

@@ -17,6 +17,9 @@ import shlex
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 UNITS = {"ms_per_user": "ms", "peak_rss_gib": "GiB"}
 
@@ -32,7 +35,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--seeds", default="3", help="a count or a list, as run_delrec.py --seeds")
     parser.add_argument("--candidate_orders", type=int, default=5, help="orders of the order analysis")
-    parser.add_argument("--device-name", default="cpu-2core")
+    parser.add_argument("--device-name", default=machine.device_name(), help="the records' device")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, as run_delrec.py")
     args, rest = parser.parse_known_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)

@@ -58,6 +58,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import llm_speed
+import machine
 
 #: CUDA's caching allocator hands out multiples of this many bytes.
 BLOCK = 512
@@ -264,7 +265,7 @@ def key_prefix(size: str, args) -> str:
 
 
 def records(results: dict, args) -> list[dict]:
-    date, device = datetime.date.today().isoformat(), llm_speed.device_slug(torch.device("cpu"))
+    date, device = datetime.date.today().isoformat(), machine.device_name("cpu")
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     attention = "fused-kernel sdpa" if args.attention == "sdpa" else "eager attention"
     unit = (f"GiB (estimated on CPU: tracked allocations, bf16, batch {args.batch}, {attention}, "

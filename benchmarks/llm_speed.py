@@ -128,6 +128,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SPIECE = REPO.parent / "shared" / "assets" / "t5" / "spiece.model"
 DEFAULT_LLM = "smollm2-135m-instruct"
@@ -187,7 +190,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch.compile the model's stacks (dynamic shapes); warm-up includes compiling")
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of one scoring batch and stage-2 step")
     parser.add_argument("--out", type=Path, help="write the JSON records here (--llm_path default: benchmarks/results/)")
-    parser.add_argument("--device-name", help="slug in the records' device (default: cpu-<N>core, or from the GPU's name)")
+    parser.add_argument("--device-name", help="the records' device (default: machine.device_name(), e.g. cpu-2core-amd-epyc or h100)")
     parser.add_argument("--no-recbole", action="store_true", help="never import RecBole (needs --ml100k-dir)")
     parser.add_argument("--ml100k-dir", type=Path, help="folder with ml-100k.item and ml-100k.inter")
     parser.add_argument("--spiece", type=Path, default=DEFAULT_SPIECE, help="T5 SentencePiece model (--sizes)")
@@ -209,29 +212,19 @@ def configure(args, product, settings, device: torch.device) -> None:
     """Defaults that need the product or the device: dtype, GELU, names, warm-up, output file."""
     args.fused_gelu = args.fused_gelu and settings["fused_gelu"]  # the product's setting, unless switched off
     if args.malloc_reuse and settings["malloc_reuse"] and device.type == "cpu":  # as the product's start-up
-        product.reuse_heap_memory()
+        product.reuse_heap_memory(settings["malloc_reuse_max_share"])
     args.attention = args.attention or settings["llm_attention"]
     settings["llm_attention"] = "sdpa" if args.attention == MASKED else args.attention
     if args.dtype is None and args.sizes:
         args.dtype = "bf16" if device.type == "cuda" else "fp32"
     elif args.dtype is None:
         args.dtype = "bf16" if product.llm_dtype("auto", device) == torch.bfloat16 else "fp32"
-    args.device_name = args.device_name or device_slug(device)
+    args.device_name = args.device_name or machine.device_name(device)
     args.model_name = args.model_name or model_slug(args.llm_path)
     args.warmup = 2 if device.type == "cuda" or args.compile else 1
     if args.out is None and not args.sizes:
         where = "" if device.type == "cpu" else f".{device.type}"
         args.out = REPO / "benchmarks" / "results" / f"llm_speed.{args.model_name}{variant_suffix(args)}{where}.json"
-
-
-def device_slug(device: torch.device) -> str:
-    """``cpu-2core``, or the GPU's model from its name (``NVIDIA H100 80GB HBM3`` -> ``h100``)."""
-    if device.type == "cpu":
-        return f"cpu-{os.cpu_count()}core"
-    words = re.findall(r"[a-z0-9]+", torch.cuda.get_device_name(device).lower())
-    words = [w for w in words if w not in ("nvidia", "geforce", "tesla")]
-    model = [w for w in words if re.fullmatch(r"[a-z]+\d+[a-z]*", w)]
-    return model[0] if model else "-".join(words[:3]) or "gpu"
 
 
 def model_slug(llm_path: str) -> str:
@@ -360,7 +353,7 @@ def product_settings(product) -> dict:
     keys = ("n_soft_tokens", "history_length", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens",
             "teacher_model", "domain", "adalora", "stage1_learning_rate", "learning_rate", "epochs",
             "train_batch_size", "train_prefixes_per_user", "train_max_prefixes", "llm_attention", "fused_gelu",
-            "malloc_reuse")
+            "malloc_reuse", "malloc_reuse_max_share")
     return {**{k: values[k] for k in keys}, "n_candidates": product.candidates_per_prompt(values)}
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -36,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("records", help="a run's records.parquet")
     parser.add_argument("--name", required=True, help="metric prefix; results go to <name>.positions.json")
-    parser.add_argument("--device-name", default="cpu-2core")
+    parser.add_argument("--device-name", default=machine.device_name(), help="the records' device")
     args = parser.parse_args()
     frame = pd.read_parquet(args.records)
     figures = {f"target_at.{k + 1}": v for k, v in enumerate(shares(frame, "target"))}

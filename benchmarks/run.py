@@ -19,6 +19,9 @@ import shlex
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -50,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="metric prefix and file name, e.g. ml100k.default")
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--device-name", default="cpu-2core")
+    parser.add_argument("--device-name", default=machine.device_name(), help="the records' device")
     parser.add_argument("--load", default=None, help="evaluate a finished run folder instead of training")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, as run_delrec.py")
     args, rest = parser.parse_known_args()

@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ZERO_SHOT = {"n_soft_tokens": 0, "delrec_tasks": [], "epochs": 0, "baselines": ["Pop"]}
 
@@ -72,7 +75,7 @@ def agreement(bf16: dict, fp32: dict) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint_dir", default="saved/smollm2-bench")
-    parser.add_argument("--device-name", default="cpu-2core")
+    parser.add_argument("--device-name", default=machine.device_name(), help="the records' device")
     parser.add_argument("--skip-fp32", action="store_true", help="leave out the float32 comparison")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)

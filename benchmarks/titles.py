@@ -33,6 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 BUCKETS = ("short", "middle", "long")
@@ -125,7 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefix", default="ml100k.smollm2")
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--device", default="cpu-2core", help="the machine's name in the records")
+    parser.add_argument("--device", default=machine.device_name(), help="the machine's name in the records")
     args, rest = parser.parse_known_args()
     sys.path.insert(0, str(REPO))
     from recbole_delrec.config import external_values

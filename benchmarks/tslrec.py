@@ -17,6 +17,9 @@ import shlex
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -30,7 +33,7 @@ def main() -> None:
 
     def record(metric: str, value: float, unit: str = "") -> None:
         records.append({"metric": metric, "value": round(float(value), 4), "unit": unit,
-                        "device": "cpu-2core", "date": date, "command": command})
+                        "device": machine.device_name(), "date": date, "command": command})
 
     for backbone in ("SASRec", "GRU4Rec"):
         result = run_tslrec(dataset="ml-100k", backbone=backbone)

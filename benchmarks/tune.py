@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (the one owner of the records' device name)
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -41,7 +44,7 @@ def main() -> None:
     values = {"trials": len(table), "best.valid_ndcg@5": best["valid/ndcg@5"],
               "best.test_hit@1": best["test/hit@1"], "seconds": seconds}
     records = [{"metric": f"ml100k.tune.{k}", "value": round(float(v), 4), "unit": "s" if k == "seconds" else "",
-                "device": "cpu-2core", "date": date, "command": command} for k, v in values.items()]
+                "device": machine.device_name(), "date": date, "command": command} for k, v in values.items()]
     save_json(records, HERE / "results" / "ml100k.tune.json")  # atomic
     print(json.dumps(records, indent=1))
 

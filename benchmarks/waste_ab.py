@@ -22,6 +22,9 @@ with exactly one kind of waste put back, alternating, on the same prompts, weigh
 One side is no waste but a price: ``no_lora_dropout`` runs the stage-2 step with AdaLoRA's
 ``lora_dropout`` modules taken out (the product keeps the method's ``lora_dropout: 0.05``), to
 show what PEFT's dropout mask costs on a CPU; its "speed-up" is below 1 when the product pays for it.
+A second price, ``heap_trimmed``: the heap gives back its free memory as every pass starts, the
+worst case of ``malloc_reuse_max_share`` (the product does it only once the process holds more than
+that share of the machine's memory), so every step faults its pages in afresh.
 
 Every side is the product's own code (``ab_speed.setup``: its loader, prompts, scorer, AdaLoRA),
 changed in that one respect only and back afterwards; each side computes the same scores (the
@@ -58,7 +61,8 @@ import llm_speed  # noqa: E402
 #: hold C times the activations of a training batch, so it is measured where a user meets it first).
 MEASURES = {"float32": ("stage2", "scoring"), "full_logits": ("stage2", "scoring"), "frozen_grads": ("stage2",),
             "per_candidate": ("scoring",), "eager": ("stage2", "scoring"), "one_thread": ("stage2", "scoring"),
-            "oversubscribed": ("stage2", "scoring"), "no_lora_dropout": ("stage2",)}
+            "oversubscribed": ("stage2", "scoring"), "no_lora_dropout": ("stage2",),
+            "heap_trimmed": ("stage2", "scoring")}
 UNIT = {"stage2": "stage2_ms_per_prefix", "scoring": "scoring8_ms_per_user"}
 
 
@@ -183,6 +187,17 @@ def without_dropout(llm) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def heap_trimmed(product) -> Iterator[None]:
+    """The heap bound at (almost) nothing for the call: every pass starts by giving the heap's free
+    memory back (``bound_heap``); the product's own share afterwards."""
+    product.reuse_heap_memory(1e-12)
+    try:
+        yield
+    finally:
+        product.reuse_heap_memory(llm_speed.product_settings(product)["malloc_reuse_max_share"])
+
+
+@contextlib.contextmanager
 def scored_by(steps: Steps, score_fn: Callable) -> Iterator[None]:
     steps.score_fn = score_fn
     try:
@@ -219,6 +234,7 @@ def waste_side(name: str, args, env) -> tuple[Steps, Callable[[], contextlib.Abs
         "one_thread": lambda: threads(1),
         "oversubscribed": lambda: threads(2 * (os.cpu_count() or 1)),
         "no_lora_dropout": lambda: without_dropout(env.llm),
+        "heap_trimmed": lambda: heap_trimmed(env.product),
     }
     return env.steps, contexts[name]
 

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from recbole_delrec.runs import allocator
 from tests.benchmark_scripts import load_script
 from tests.test_causal import save_tiny_llama
 
@@ -38,8 +39,9 @@ def test_each_waste_is_put_back_after_its_call(tmp_path):
     kernel, n_threads = base.config._attn_implementation, torch.get_num_threads()
     dropouts = [d for d in env.llm.modules() if isinstance(d, torch.nn.Dropout)]
     assert dropouts  # AdaLoRA's lora_dropout: what no_lora_dropout takes out for its call
+    bound = allocator._bound_bytes
     for name in ("full_logits", "frozen_grads", "per_candidate", "eager", "one_thread", "oversubscribed",
-                 "no_lora_dropout"):
+                 "no_lora_dropout", "heap_trimmed"):
         steps, context = script.waste_side(name, args, env)
         with context():
             steps.stage2() if script.MEASURES[name] == ("stage2",) else steps.scoring()
@@ -50,6 +52,7 @@ def test_each_waste_is_put_back_after_its_call(tmp_path):
     assert base.config._attn_implementation == kernel and torch.get_num_threads() == n_threads
     assert not base.base_model._forward_hooks and env.steps.score_fn == env.steps.packed
     assert [d for d in env.llm.modules() if isinstance(d, torch.nn.Dropout)] == dropouts
+    assert allocator._bound_bytes == bound
 
 
 def test_a_waste_side_that_scores_otherwise_is_refused():
