@@ -57,6 +57,18 @@ PROBE = textwrap.dedent("""
     out["over_bound_mib"] = freed_then(lambda: reuse_heap_memory(resident_mib() * 2**20 / 2 / machine_memory_bytes())
                                        and bound_heap())
     out["over_bound_releases"] = bound_releases()
+
+    # a pass that grew the heap by 256 MiB: the next one could too, so the heap gives back
+    # though the resident set itself is still under the bound
+    reuse_heap_memory((resident_mib() + 400) * 2**20 / machine_memory_bytes())
+    release_free_memory()  # a stage starts: no pass seen yet
+    bound_heap()  # the first pass starts ...
+    block = torch.ones(256 << 20, dtype=torch.uint8)
+    del block  # ... and its 256 MiB stay in the heap
+    releases = bound_releases()
+    kept = resident_mib()
+    bound_heap()  # the next pass starts
+    out["anticipated_mib"], out["anticipated_releases"] = kept - resident_mib(), bound_releases() - releases
     print(json.dumps(out))
 """)
 
@@ -88,6 +100,14 @@ def test_past_its_bound_the_heap_gives_freed_memory_back_as_a_pass_starts(probe)
     until the machine runs out (the larger budget's stage 2 was killed at 24 GiB)."""
     assert probe["over_bound_mib"] > 200
     assert probe["over_bound_releases"] == 1
+
+
+def test_a_pass_that_could_pass_the_bound_starts_on_a_heap_that_gave_back(probe):
+    """The bound holds the peak, not the resident set at a pass's start: a stage-2 pass of 8
+    prompts takes ~8.3 GiB fresh from a fragmented heap, and a bound on the resident set alone
+    (16.5 GiB) let the larger budget's stage 2 peak at 23.2 GiB."""
+    assert probe["anticipated_mib"] > 200
+    assert probe["anticipated_releases"] == 1
 
 
 def test_a_stage_whose_passes_met_the_bound_says_so_in_the_log(monkeypatch, caplog):

@@ -16,8 +16,11 @@ stays resident while the heap grows for it.  In the larger budget's stage 2 (1,8
 varying length) the resident set grew ~50 MB per batch and the kernel killed the run at 24 GiB
 after ~200 batches, though only ~2.6 GiB was in use between batches.  So the heap is bounded:
 :func:`bound_heap` runs as every LLM pass starts (a hook on the input embeddings, where the last
-pass's temporaries are free) and gives the free memory back once the resident set has passed
-``malloc_reuse_max_share`` of the machine's memory.
+pass's temporaries are free) and gives the free memory back when the pass could take the process
+past ``malloc_reuse_max_share`` of the machine's memory: when the resident set plus the largest
+growth one pass has shown in this stage would pass it.  A bound on the resident set alone at the
+pass's start did not hold the peak: a stage-2 pass of 8 prompts needs ~8.3 GiB of fresh memory
+from a fragmented heap, and the 0.7 bound (16.5 GiB) let the same run peak at 23.2 GiB.
 
 ``malloc_reuse`` (on by default) applies it at start-up on a CPU run; it is a no-op where the C
 library is not glibc (macOS, musl, Windows), and a process that preloads another allocator
@@ -40,20 +43,22 @@ NO_TRIMMING = -1
 
 
 _applied = False  # whether this process runs with it: mallopt's settings are process-wide
-_bound_bytes = 0  # the resident memory above which :func:`bound_heap` gives free memory back
+_bound_bytes = 0  # the memory a pass may take the process to before :func:`bound_heap` gives free memory back
 _bound_releases = 0  # how often it did: each costs the next pass its page faults
+_last_resident = 0  # the resident set as the last pass started (0: none yet in this stage)
+_pass_growth = 0  # the largest growth of the resident set from one pass's start to the next's, this stage
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def reuse_heap_memory(max_share: float) -> bool:
     """Large blocks from the heap, freed memory kept for reuse (glibc), while the process's
-    resident memory stays under ``max_share`` of the machine's; False where not applied."""
+    peak stays under ``max_share`` of the machine's memory; False where not applied."""
     global _applied, _bound_bytes
     if not sys.platform.startswith("linux"):
         return False
     if not 0 < max_share <= 1:
         raise ValueError(f"malloc_reuse_max_share={max_share} must be in (0, 1]: the share of the machine's "
-                         f"memory the process may hold before the heap gives its free memory back.")
+                         f"memory the process's peak may reach before the heap gives its free memory back.")
     _bound_bytes = int(max_share * machine_memory_bytes())
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -61,7 +66,7 @@ def reuse_heap_memory(max_share: float) -> bool:
         return False
     applied = _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, NO_TRIMMING))
     getLogger().info(f"malloc_reuse: large CPU tensors reuse freed heap memory (glibc) while the process holds "
-                     f"under {_bound_bytes / 2**30:.1f} GiB" if applied
+                     f"under {_bound_bytes / 2**30:.1f} GiB at its peak" if applied
                      else "malloc_reuse: glibc refused the setting; large tensors are mapped fresh")
     return applied
 
@@ -71,18 +76,38 @@ def release_free_memory() -> None:
     :func:`reuse_heap_memory` applies: called as each stage starts.  Within a stage the same
     shapes repeat and reuse the same blocks; a new stage's shapes (stage 1's, stage 2's, the
     test's 32-prompt batches) would otherwise stack on a heap fragmented by the last one's: the
-    main command's peak resident memory rose from 16.2 to 21.9 GiB without it (``BENCHMARKS.md``)."""
+    main command's peak resident memory rose from 16.2 to 21.9 GiB without it (``BENCHMARKS.md``).
+    A new stage's passes have their own size: what :func:`bound_heap` learnt of the last one's is
+    dropped."""
+    global _last_resident, _pass_growth
+    _give_back()
+    _last_resident = _pass_growth = 0
+
+
+def _give_back() -> None:
     if _applied:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def bound_heap(*_: object) -> None:
-    """A forward pre-hook of the LLM's input embeddings (every LLM pass starts there): above the
-    bound, the heap gives back what it holds free before the pass allocates again."""
-    global _bound_releases
-    if _applied and resident_bytes() > _bound_bytes:
-        release_free_memory()
+    """A forward pre-hook of the LLM's input embeddings (every LLM pass starts there): if this
+    pass could take the process past the bound, the heap gives back what it holds free first.
+
+    What a pass may take is the largest growth of the resident set from one pass's start to the
+    next's in this stage: with trimming off and no mapped blocks the resident set never shrinks
+    on its own, so that growth is the pass's fresh memory (its whole working set after a
+    give-back, its fragmentation's share on a warm heap)."""
+    global _bound_releases, _last_resident, _pass_growth
+    if not _applied:
+        return
+    resident = resident_bytes()
+    if _last_resident:
+        _pass_growth = max(_pass_growth, resident - _last_resident)
+    if resident + _pass_growth > _bound_bytes:
+        _give_back()
         _bound_releases += 1
+        resident = resident_bytes()
+    _last_resident = resident
 
 
 def bound_releases() -> int:
