@@ -105,18 +105,22 @@ def setup(args):
     return product, llm, soft, benches
 
 
+def stage2_step(product, llm, soft, bench, part) -> float:
+    """One stage-2 step on ``part`` of ``bench`` (forward, loss, backward); its ms per prefix."""
+    llm.train()
+    begin = time.perf_counter()
+    scores = bench.scorer(llm.get_base_model(), soft, part.batch, part.candidates)
+    (F.cross_entropy(scores, part.labels) + product.orthogonal_penalty(llm)).backward()
+    llm.zero_grad(set_to_none=True)
+    return (time.perf_counter() - begin) * 1e3 / len(part.prompts)
+
+
 def timers(product, llm, soft, benches) -> dict[str, Callable[[], float]]:
     """Each measure: a call that runs it once and returns its ms per prefix or per user."""
     base = llm.get_base_model()
-    train_part = benches[8].batches[0]
 
     def train_step() -> float:
-        llm.train()
-        begin = time.perf_counter()
-        scores = benches[8].scorer(base, soft, train_part.batch, train_part.candidates)
-        (F.cross_entropy(scores, train_part.labels) + product.orthogonal_penalty(llm)).backward()
-        llm.zero_grad(set_to_none=True)
-        return (time.perf_counter() - begin) * 1e3 / len(train_part.prompts)
+        return stage2_step(product, llm, soft, benches[8], benches[8].batches[0])
 
     def scoring(bench) -> Callable[[], float]:
         def run() -> float:
