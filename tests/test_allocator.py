@@ -104,7 +104,7 @@ def test_past_its_bound_the_heap_gives_freed_memory_back_as_a_pass_starts(probe)
 
 def test_a_pass_that_could_pass_the_bound_starts_on_a_heap_that_gave_back(probe):
     """The bound holds the peak, not the resident set at a pass's start: a stage-2 pass of 8
-    prompts takes ~8.3 GiB fresh from a fragmented heap, and a bound on the resident set alone
+    prompts takes ~8.4 GiB fresh from a fragmented heap, and a bound on the resident set alone
     (16.5 GiB) let the larger budget's stage 2 peak at 23.2 GiB."""
     assert probe["anticipated_mib"] > 200
     assert probe["anticipated_releases"] == 1

@@ -19,7 +19,7 @@ after ~200 batches, though only ~2.6 GiB was in use between batches.  So the hea
 pass's temporaries are free) and gives the free memory back when the pass could take the process
 past ``malloc_reuse_max_share`` of the machine's memory: when the resident set plus the largest
 growth one pass has shown in this stage would pass it.  A bound on the resident set alone at the
-pass's start did not hold the peak: a stage-2 pass of 8 prompts needs ~8.3 GiB of fresh memory
+pass's start did not hold the peak: a stage-2 pass of 8 prompts needs ~8.4 GiB of fresh memory
 from a fragmented heap, and the 0.7 bound (16.5 GiB) let the same run peak at 23.2 GiB.
 
 ``malloc_reuse`` (on by default) applies it at start-up on a CPU run; it is a no-op where the C
