@@ -101,7 +101,8 @@ def setup(args):
     soft = product.SoftPrompt.from_vocabulary(settings["n_soft_tokens"], model.get_input_embeddings().weight, args.seed)
     total, _ = llm_speed.adalora_schedule(settings)
     llm = product.add_adalora(model, settings["adalora"], total, product.family_of(model.config).task_type)
-    benches = {b: llm_speed.timed_users(product, data, settings, args.users, b, args.seed, device) for b in SCORING_BATCHES}
+    benches = {b: llm_speed.timed_users(product, data, settings, max(args.users, b), b, args.seed, device)
+               for b in SCORING_BATCHES}  # each at least one full batch
     return product, llm, soft, benches
 
 

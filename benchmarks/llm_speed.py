@@ -353,7 +353,7 @@ def product_settings(product) -> dict:
     keys = ("n_soft_tokens", "history_length", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens",
             "teacher_model", "domain", "adalora", "stage1_learning_rate", "learning_rate", "epochs",
             "train_batch_size", "train_prefixes_per_user", "train_max_prefixes", "llm_attention", "fused_gelu",
-            "malloc_reuse", "malloc_reuse_max_share")
+            "malloc_reuse", "malloc_reuse_max_share", "prompts_per_forward")
     return {**{k: values[k] for k in keys}, "n_candidates": product.candidates_per_prompt(values)}
 
 

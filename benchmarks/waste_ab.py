@@ -17,7 +17,9 @@ with exactly one kind of waste put back, alternating, on the same prompts, weigh
   forward of C rows per user; the product packs one prompt and its C titles in one row);
 * ``eager``: transformers' eager attention instead of the product's prompt-split SDPA kernel;
 * ``one_thread`` and ``oversubscribed``: PyTorch on one thread, or on twice as many threads as
-  cores (the product leaves PyTorch its default: one thread per core).
+  cores (the product leaves PyTorch its default: one thread per core);
+* ``one_forward``: an evaluation batch of 32 users (``eval_batch_size: 640``) in one LLM forward
+  (the product sorts its prompts by length and runs ``prompts_per_forward`` at a time).
 
 One side is no waste but a price: ``no_lora_dropout`` runs the stage-2 step with AdaLoRA's
 ``lora_dropout`` modules taken out (the product keeps the method's ``lora_dropout: 0.05``), to
@@ -29,7 +31,7 @@ that share of the machine's memory), so every step faults its pages in afresh.
 Every side is the product's own code (``ab_speed.setup``: its loader, prompts, scorer, AdaLoRA),
 changed in that one respect only and back afterwards; each side computes the same scores (the
 tests check it).  Measures: a stage-2 step (8 prefixes, forward and backward) and scoring one
-batch of 8 users, ms per prefix or user; each side once untimed, then ``--repeats`` times
+batch of 8 users (``one_forward``: of 32), ms per prefix or user; each side once untimed, then ``--repeats`` times
 alternating with the product; a figure is the median of its side's timed runs.  Records
 ``<device>.<model>.ab.<waste>.{<waste>,product}.<measure>`` (ms) and
 ``<device>.<model>.ab.<waste>.speedup.<measure>`` (waste / product)::
@@ -62,8 +64,8 @@ import llm_speed  # noqa: E402
 MEASURES = {"float32": ("stage2", "scoring"), "full_logits": ("stage2", "scoring"), "frozen_grads": ("stage2",),
             "per_candidate": ("scoring",), "eager": ("stage2", "scoring"), "one_thread": ("stage2", "scoring"),
             "oversubscribed": ("stage2", "scoring"), "no_lora_dropout": ("stage2",),
-            "heap_trimmed": ("stage2", "scoring")}
-UNIT = {"stage2": "stage2_ms_per_prefix", "scoring": "scoring8_ms_per_user"}
+            "heap_trimmed": ("stage2", "scoring"), "one_forward": ("scoring32",)}
+UNIT = {"stage2": "stage2_ms_per_prefix", "scoring": "scoring8_ms_per_user", "scoring32": "scoring32_ms_per_user"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,15 +79,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 class Steps:
-    """The two measures on one model: a stage-2 step and scoring one batch, each returning
-    (ms per prefix or user, the scores)."""
+    """The measures on one model: a stage-2 step and scoring a batch of 8 or of 32 users, each
+    returning (ms per prefix or user, the scores)."""
 
-    def __init__(self, product, llm, soft, part, scorer) -> None:
-        self.product, self.llm, self.soft, self.part, self.scorer = product, llm, soft, part, scorer
+    def __init__(self, product, llm, soft, parts, scorer) -> None:
+        self.product, self.llm, self.soft, self.scorer = product, llm, soft, scorer
+        self.part, self.part32 = parts
+        self.per_forward = llm_speed.product_settings(product)["prompts_per_forward"]
         self.score_fn: Callable = self.packed
 
     def packed(self, base, part) -> torch.Tensor:
-        return self.scorer(base, self.soft, part.batch, part.candidates)
+        """The product's scoring: ``prompts_per_forward`` prompts per forward, sorted by length."""
+        return self.scorer.score_prompts(base, self.soft, part.prompts, part.candidates, self.per_forward)
 
     def stage2(self) -> tuple[float, torch.Tensor]:
         self.llm.train()
@@ -95,12 +100,16 @@ class Steps:
         self.llm.zero_grad(set_to_none=True)
         return (time.perf_counter() - begin) * 1e3 / len(self.part.prompts), scores.detach()
 
-    def scoring(self) -> tuple[float, torch.Tensor]:
+    def scoring(self, part=None) -> tuple[float, torch.Tensor]:
+        part = part or self.part
         self.llm.eval()
         begin = time.perf_counter()
         with torch.no_grad():
-            scores = self.score_fn(self.llm.get_base_model(), self.part)
-        return (time.perf_counter() - begin) * 1e3 / len(self.part.prompts), scores
+            scores = self.score_fn(self.llm.get_base_model(), part)
+        return (time.perf_counter() - begin) * 1e3 / len(part.prompts), scores
+
+    def scoring32(self) -> tuple[float, torch.Tensor]:
+        return self.scoring(self.part32)
 
 
 def per_candidate_scorer(steps: Steps) -> Callable:
@@ -112,6 +121,13 @@ def per_candidate_scorer(steps: Steps) -> Callable:
                                                       steps.soft.n_tokens)
             rows.append(steps.scorer(base, steps.soft, batch, candidates.unsqueeze(1)).view(1, -1))
         return torch.cat(rows)
+    return score
+
+
+def one_forward_scorer(steps: Steps) -> Callable:
+    """Scores a whole batch in one forward, its prompts padded to the longest."""
+    def score(base, part) -> torch.Tensor:
+        return steps.scorer(base, steps.soft, part.batch, part.candidates)
     return score
 
 
@@ -207,17 +223,17 @@ def scored_by(steps: Steps, score_fn: Callable) -> Iterator[None]:
 
 
 def setup(args) -> SimpleNamespace:
-    """The product's model with AdaLoRA and its first batch of 8 users; the float32 twin on demand."""
+    """The product's model with AdaLoRA, its first batch of 8 users and of 32; the float32 twin on demand."""
     product, llm, soft, benches = ab_speed.setup(args)
     part = benches[8].batches[0]
-    steps = Steps(product, llm, soft, part, benches[8].scorer)
+    steps = Steps(product, llm, soft, (part, benches[32].batches[0]), benches[8].scorer)
     return SimpleNamespace(product=product, llm=llm, soft=soft, part=part, steps=steps)
 
 
 def float32_steps(args, env) -> Steps:
     """The same LLM loaded in float32 by the product's loader, AdaLoRA added as on the product side."""
     _, llm, _, benches = ab_speed.setup(argparse.Namespace(**{**vars(args), "dtype": "fp32"}))
-    return Steps(env.product, llm, env.soft, env.part, benches[8].scorer)
+    return Steps(env.product, llm, env.soft, (env.part, env.steps.part32), benches[8].scorer)
 
 
 def waste_side(name: str, args, env) -> tuple[Steps, Callable[[], contextlib.AbstractContextManager]]:
@@ -235,6 +251,7 @@ def waste_side(name: str, args, env) -> tuple[Steps, Callable[[], contextlib.Abs
         "oversubscribed": lambda: threads(2 * (os.cpu_count() or 1)),
         "no_lora_dropout": lambda: without_dropout(env.llm),
         "heap_trimmed": lambda: heap_trimmed(env.product),
+        "one_forward": lambda: scored_by(env.steps, one_forward_scorer(env.steps)),
     }
     return env.steps, contexts[name]
 
@@ -267,7 +284,7 @@ def measure(name: str, args, env) -> dict[str, dict[str, float]]:
             product_ms, product_scores = getattr(env.steps, step)()
             with context():
                 waste_ms, waste_scores = getattr(steps, step)()
-            if step == "scoring":
+            if step.startswith("scoring"):
                 check_same(name, product_scores, waste_scores, dtypes)
             if index:
                 runs["product"].append(product_ms)

@@ -81,6 +81,23 @@ def test_packed_gradients_reach_the_soft_prompt_and_equal_plain_ones():
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.parametrize("per_forward", [1, 2])
+def test_a_batch_scored_in_forwards_of_sorted_prompts_keeps_each_rows_scores_and_gradients(per_forward):
+    """``prompts_per_forward``: the prompts (6, 3 and 7 tokens) run shortest first, a few at a
+    time; every row gets back its own scores, and the soft prompt the same gradient."""
+    model = tiny_llama().requires_grad_(False)
+    scorer = CausalScorer(TITLES, pad_id=0, end_id=1)
+    whole_soft, split_soft = SoftPrompt(2, 32), SoftPrompt(2, 32)
+    split_soft.load_state_dict(whole_soft.state_dict())
+    candidates = torch.tensor([[1, 2, 3, 5], [4, 2, 0, 1], [3, 1, 2, 4]])
+    whole = scorer.score_prompts(model, whole_soft, PROMPTS, candidates, per_forward=len(PROMPTS))
+    split = scorer.score_prompts(model, split_soft, PROMPTS, candidates, per_forward=per_forward)
+    assert torch.allclose(split, whole, atol=1e-5)
+    (whole * torch.arange(whole.numel()).view(whole.shape)).sum().backward()  # each cell weighed apart
+    (split * torch.arange(split.numel()).view(split.shape)).sum().backward()
+    assert torch.allclose(split_soft.weight.grad, whole_soft.weight.grad, atol=1e-5)
+
+
 def test_the_lm_head_reads_each_predicting_position_once():
     """The prompt's last position predicts every candidate's first token: one LM-head row per prompt."""
     scorer = CausalScorer(TITLES, pad_id=0, end_id=1)

@@ -41,10 +41,10 @@ def test_each_waste_is_put_back_after_its_call(tmp_path):
     assert dropouts  # AdaLoRA's lora_dropout: what no_lora_dropout takes out for its call
     bound = allocator._bound_bytes
     for name in ("full_logits", "frozen_grads", "per_candidate", "eager", "one_thread", "oversubscribed",
-                 "no_lora_dropout", "heap_trimmed"):
+                 "no_lora_dropout", "heap_trimmed", "one_forward"):
         steps, context = script.waste_side(name, args, env)
         with context():
-            steps.stage2() if script.MEASURES[name] == ("stage2",) else steps.scoring()
+            getattr(steps, script.MEASURES[name][0])()
             if name == "no_lora_dropout":
                 assert not any(isinstance(d, torch.nn.Dropout) for d in env.llm.modules())
     assert {n for n, p in env.llm.named_parameters() if p.requires_grad} == trained

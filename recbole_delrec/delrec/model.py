@@ -34,7 +34,6 @@ from recbole_delrec.evaluation.baselines import check_baselines
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
 from recbole_delrec.llm.backbone import Backbone, set_speed_options
 from recbole_delrec.llm.loading import check_llm_path, load_backbone
-from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.data.prefixes import stage2_rows
 from recbole_delrec.prompts import (CANDIDATES_SLOT, PromptBuilder, check_template, domain_words, load_template,
@@ -45,7 +44,8 @@ from recbole_delrec.teacher import teacher_class
 TASKS = ("lsr", "rps", "ta")
 STAGE1_TASKS = ("rps", "ta")
 #: Settings that must be whole numbers of at least 1.
-COUNTS = ("history_length", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens", "candidate_orders")
+COUNTS = ("history_length", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens", "candidate_orders",
+          "prompts_per_forward")
 
 
 class DELRec(SequentialRecommender):
@@ -62,6 +62,7 @@ class DELRec(SequentialRecommender):
         self.seed = config["seed"]
         self.rerank_k = config["rerank_k"]
         self.candidate_orders = config["candidate_orders"]
+        self.prompts_per_forward = config["prompts_per_forward"]
         self.item_text = ItemText.from_dataset(dataset, config["title_field"], config["title_year_field"])
         templates = {t: load_template(t, config["domain"], config["prompt_template_dir"]) for t in TASKS}
         backbone = load_backbone(config, list(self.item_text.titles[1:]) + list(templates.values()))
@@ -177,8 +178,8 @@ class DELRec(SequentialRecommender):
     def score_prompts(self, task: str, slots: Sequence[Mapping], candidates: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` candidate scores for prompts of ``task`` filled with ``slots``."""
         prompts = [self.prompts[task].build(**values) for values in slots]
-        batch = PromptBatch.collate(prompts, self.pad_id, self.n_soft).to(self.device)
-        return self.scorer(self.llm.get_base_model(), self.soft_prompt, batch, candidates.to(self.device))
+        return self.scorer.score_prompts(self.llm.get_base_model(), self.soft_prompt, prompts,
+                                         candidates.to(self.device), self.prompts_per_forward)
 
     def score_candidates(self, histories: list[list[int]], candidates: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` LSR scores of each row of ``candidates`` (0 = padding), which the prompt lists

@@ -53,6 +53,7 @@ NOT_SHAPING = {
     "train_prefixes_per_user": "stage 2's training rows (AdaLoRA's schedule)",
     "train_max_prefixes": "stage 2's training rows (AdaLoRA's schedule)",
     "candidates_path": "the evaluation's saved candidate sets; stage 1 draws its own examples",
+    "prompts_per_forward": "how many prompts one LLM forward runs: the same scores, in other batch shapes",
     "candidate_orders": "an evaluation option (predict's mean over orders); stage 1 never calls predict",
     "rerank_k": "full-ranking evaluation; as a candidate count it is in the key as n_candidates",
     "eval_args": "its candidate count is in the key as n_candidates, its split in the split's fingerprint",
