@@ -65,7 +65,7 @@ class CandidateScorer:
 
         A batch larger than ``per_forward`` (an evaluation batch of ``eval_batch_size`` rows) is
         sorted by prompt length and scored in forwards of that many prompts: less padding, and
-        activations that stay in the CPU's caches (SmolLM2 on 2 cores scores 32 users 1.1-1.3x
+        activations that stay in the CPU's caches (SmolLM2 on 2 cores scores 32 users 1.2-1.3x
         faster in 4 forwards of 8 than in one, ``BENCHMARKS.md``).  Same scores, to the rounding
         of another batch shape; gradients flow through every forward alike.
         """
