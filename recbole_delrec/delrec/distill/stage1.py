@@ -98,9 +98,9 @@ class SoftPromptDistiller:
     def fidelity(self, examples: Sequence[RPSExample]) -> float:
         """Share of held-out prompts whose LLM top-1 is the teacher's top-1."""
         self.model.eval()
-        hits, size = 0, self.config["stage1_batch_size"] * 2
+        hits, size = 0, self.model.prompts_per_forward  # one LLM forward per batch
         mine = distributed.share(examples)  # each rank scores its share; the counts are summed
-        order = np.argsort(self.prompt_lengths("rps", mine), kind="stable")  # little padding
+        order = np.argsort(self.prompt_lengths("rps", mine), kind="stable")  # little padding, sorted across all
         for start in range(0, len(order), size):
             batch = [mine[i] for i in order[start : start + size]]
             with self.frozen_llm(), self._autocast():
