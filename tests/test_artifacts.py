@@ -129,6 +129,9 @@ def test_resume_reaches_the_uninterrupted_metrics(finished_run, tmp_path):
     with hidden_command_line():
         resumed = run_delrec(config_dict=tiny_dict(saved, epochs=2), resume=str(trainer.run.path))
     assert resumed["test_result"] == result["test_result"]
+    assert len(result["valid_history"]) == 2  # every epoch validated: the resumed run reports both
+    assert resumed["valid_history"] == result["valid_history"]
+    assert resumed["loss_history"] == pytest.approx(result["loss_history"])
 
 
 def test_explain_shows_prompt_and_both_rankings(finished_run):

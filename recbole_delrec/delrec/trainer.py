@@ -234,6 +234,7 @@ class DELRecTrainer(Trainer):
             "state_dict": self.delrec.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
             "rank_state": rank_state(self.delrec.llm), "torch_rng": torch.get_rng_state(),
             "train_rng": self.delrec.train_rng.bit_generator.state, "loader_rng": loader.generator.get_state(),
+            "valid_history": self.valid_history, "loss_history": self.loss_history,
         }
 
     def resume_checkpoint(self, resume_file):
@@ -246,5 +247,9 @@ class DELRecTrainer(Trainer):
         self.best_valid_result = state["best_valid_result"] or None
         self.optimizer.load_state_dict(state["optimizer"])
         load_rank_state(self.delrec.llm, state["rank_state"])
+        # the epochs before the interruption: a resumed run reports every epoch, by its number
+        # (a last.pth written before these keys resumes with its own epochs only)
+        self.valid_history = list(state.get("valid_history", []))
+        self.loss_history = list(state.get("loss_history", []))
         self._resume = state  # random generators are restored when stage 2 starts
         self.logger.info(set_color("Resume", "green") + f": {self.run.path} from epoch {self.start_epoch}")
