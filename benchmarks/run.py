@@ -3,7 +3,8 @@
     python benchmarks/run.py --name=ml100k.default --dataset=ml-100k [--key=value ...]
 
 Every ``--key=value`` after the script's own options goes to RecBole's Config, exactly as
-with ``run_delrec.py``.  Records follow the project's format (metric, value, unit, device,
+with ``run_delrec.py``; ``--resume=<run folder>`` continues an interrupted run from its
+``last.pth`` (a run longer than a session: its records then time this process only).  Records follow the project's format (metric, value, unit, device,
 date, command); a rerun replaces the file.  Metric keys: ``<name>.teacher.<metric>``,
 ``<name>.delrec.<metric>`` (test, same candidates), ``<name>.<stage>_seconds``,
 ``<name>.total_seconds``, ``<name>.users``, ``<name>.peak_memory_gib.<stage>`` (each DELRec stage's
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--device-name", default=machine.device_name(), help="the records' device")
     parser.add_argument("--load", default=None, help="evaluate a finished run folder instead of training")
+    parser.add_argument("--resume", default=None, help="continue an interrupted run folder (its last.pth)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files, as run_delrec.py")
     args, rest = parser.parse_known_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -63,7 +65,8 @@ def main() -> None:
     from recbole_delrec.runs.artifacts import save_json
 
     files = args.config_files.split() if args.config_files else None
-    result = run_delrec(model="DELRec", dataset=args.dataset, config_file_list=files, load=args.load)
+    result = run_delrec(model="DELRec", dataset=args.dataset, config_file_list=files, load=args.load,
+                        resume=args.resume)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{args.name}.json"
     save_json(records(args.name, result, command, args.device_name), path)  # atomic
