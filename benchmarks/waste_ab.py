@@ -28,6 +28,10 @@ A second price, ``heap_trimmed``: the heap gives back its free memory as every p
 worst case of ``malloc_reuse_max_share`` (the product does it only once the process holds more than
 that share of the machine's memory), so every step faults its pages in afresh.
 
+One side is an alternative the product does not take: ``merged_adapters`` scores with AdaLoRA's
+adapters merged into the bf16 weights (PEFT's ``merge_adapter``, the weights restored bit for bit
+afterwards), so no adapter runs beside its projection; a "speed-up" above 1 would favour merging.
+
 Every side is the product's own code (``ab_speed.setup``: its loader, prompts, scorer, AdaLoRA),
 changed in that one respect only and back afterwards; each side computes the same scores (the
 tests check it).  Measures: a stage-2 step (8 prefixes, forward and backward) and scoring one
@@ -53,6 +57,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from peft.tuners.adalora import AdaLoraLayer
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,7 +69,7 @@ import llm_speed  # noqa: E402
 MEASURES = {"float32": ("stage2", "scoring"), "full_logits": ("stage2", "scoring"), "frozen_grads": ("stage2",),
             "per_candidate": ("scoring",), "eager": ("stage2", "scoring"), "one_thread": ("stage2", "scoring"),
             "oversubscribed": ("stage2", "scoring"), "no_lora_dropout": ("stage2",),
-            "heap_trimmed": ("stage2", "scoring"), "one_forward": ("scoring32",)}
+            "heap_trimmed": ("stage2", "scoring"), "one_forward": ("scoring32",), "merged_adapters": ("scoring",)}
 UNIT = {"stage2": "stage2_ms_per_prefix", "scoring": "scoring8_ms_per_user", "scoring32": "scoring32_ms_per_user"}
 
 
@@ -203,6 +208,21 @@ def without_dropout(llm) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def merged_adapters(llm) -> Iterator[None]:
+    """AdaLoRA's adapters merged into the base weights for the call; each merged weight restored
+    from its copy afterwards (an unmerge in bf16 would not give the same bits back)."""
+    layers = [m for m in llm.modules() if isinstance(m, AdaLoraLayer)]
+    saved = [layer.get_base_layer().weight.detach().clone() for layer in layers]
+    llm.merge_adapter()
+    try:
+        yield
+    finally:
+        llm.unmerge_adapter()
+        for layer, weight in zip(layers, saved):
+            layer.get_base_layer().weight.data.copy_(weight)
+
+
+@contextlib.contextmanager
 def heap_trimmed(product) -> Iterator[None]:
     """The heap bound at (almost) nothing for the call: every pass starts by giving the heap's free
     memory back (``bound_heap``); the product's own share afterwards."""
@@ -252,6 +272,7 @@ def waste_side(name: str, args, env) -> tuple[Steps, Callable[[], contextlib.Abs
         "no_lora_dropout": lambda: without_dropout(env.llm),
         "heap_trimmed": lambda: heap_trimmed(env.product),
         "one_forward": lambda: scored_by(env.steps, one_forward_scorer(env.steps)),
+        "merged_adapters": lambda: merged_adapters(env.llm),
     }
     return env.steps, contexts[name]
 

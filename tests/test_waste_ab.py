@@ -40,19 +40,28 @@ def test_each_waste_is_put_back_after_its_call(tmp_path):
     dropouts = [d for d in env.llm.modules() if isinstance(d, torch.nn.Dropout)]
     assert dropouts  # AdaLoRA's lora_dropout: what no_lora_dropout takes out for its call
     bound = allocator._bound_bytes
+    with torch.no_grad():  # adapters that move the weights when merged (PEFT starts them at zero)
+        for name, param in env.llm.named_parameters():
+            if "lora_E" in name:
+                param.fill_(0.5)
+    frozen = {n: p.detach().clone() for n, p in env.llm.named_parameters() if not p.requires_grad}
     for name in ("full_logits", "frozen_grads", "per_candidate", "eager", "one_thread", "oversubscribed",
-                 "no_lora_dropout", "heap_trimmed", "one_forward"):
+                 "no_lora_dropout", "heap_trimmed", "one_forward", "merged_adapters"):
         steps, context = script.waste_side(name, args, env)
         with context():
             getattr(steps, script.MEASURES[name][0])()
             if name == "no_lora_dropout":
                 assert not any(isinstance(d, torch.nn.Dropout) for d in env.llm.modules())
+            if name == "merged_adapters":
+                assert any(not torch.equal(p, frozen[n]) for n, p in env.llm.named_parameters() if n in frozen)
     assert {n for n, p in env.llm.named_parameters() if p.requires_grad} == trained
     assert all(p.grad is None for p in env.llm.parameters())
     assert base.config._attn_implementation == kernel and torch.get_num_threads() == n_threads
     assert not base.base_model._forward_hooks and env.steps.score_fn == env.steps.packed
     assert [d for d in env.llm.modules() if isinstance(d, torch.nn.Dropout)] == dropouts
     assert allocator._bound_bytes == bound
+    assert all(torch.equal(p, frozen[n]) for n, p in env.llm.named_parameters() if n in frozen)  # bit for bit
+    assert not any(getattr(m, "merged", False) for m in env.llm.modules())
 
 
 def test_a_waste_side_that_scores_otherwise_is_refused():
