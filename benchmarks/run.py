@@ -4,8 +4,9 @@
 
 Every ``--key=value`` after the script's own options goes to RecBole's Config, exactly as
 with ``run_delrec.py``; ``--resume=<run folder>`` continues an interrupted run from its
-``last.pth`` (a run longer than a session: its records then time this process only).  Records follow the project's format (metric, value, unit, device,
-date, command); a rerun replaces the file.  Metric keys: ``<name>.teacher.<metric>``,
+``last.pth`` (a run longer than a session: its records then time this process only).  Records
+follow the project's format (metric, value, unit, device, date, command); a rerun replaces the
+file.  Metric keys: ``<name>.teacher.<metric>``,
 ``<name>.delrec.<metric>`` (test, same candidates), ``<name>.<stage>_seconds``,
 ``<name>.total_seconds``, ``<name>.users``, ``<name>.peak_memory_gib.<stage>`` (each DELRec stage's
 own peak: resident memory on a CPU, allocated memory on a GPU), with full ranking
