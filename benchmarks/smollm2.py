@@ -58,17 +58,20 @@ def zero_shot(checkpoint_dir: str, **extra) -> dict:
                           config_dict={**ZERO_SHOT, "checkpoint_dir": checkpoint_dir, **extra})
 
 
-def agreement(bf16: dict, fp32: dict) -> dict[str, float]:
-    """Top-1 agreement and the paired Hit@1 test of bf16 against float32 scoring."""
+def agreement(fast: dict, reference: dict, reference_name: str = "fp32",
+              metrics: tuple[str, ...] = ("hit@1",)) -> dict[str, float]:
+    """Top-1 agreement and the paired test of each metric of ``fast`` against ``reference``: two
+    runs' results (``run_delrec``'s) on the same users and candidates."""
     import pandas as pd
 
     from recbole_delrec.evaluation.summary import compare_runs
 
-    a, b = pd.read_parquet(bf16["records"]), pd.read_parquet(fp32["records"])
-    merged = a.merge(b, on="user", suffixes=("_bf16", "_fp32"))
-    test = compare_runs([Path(fp32["run_dir"])], [Path(bf16["run_dir"])])["hit@1"]
-    return {"top1_agreement": float((merged["top1.delrec_bf16"] == merged["top1.delrec_fp32"]).mean()),
-            "hit@1.pvalue": float(test["pvalue"]), "fp32.hit@1": fp32["test_result"]["hit@1"],
+    a, b = pd.read_parquet(fast["records"]), pd.read_parquet(reference["records"])
+    merged = a.merge(b, on="user", suffixes=("_fast", "_reference"))
+    tests = compare_runs([Path(reference["run_dir"])], [Path(fast["run_dir"])])
+    return {"top1_agreement": float((merged["top1.delrec_fast"] == merged["top1.delrec_reference"]).mean()),
+            **{f"{metric}.pvalue": float(tests[metric]["pvalue"]) for metric in metrics},
+            **{f"{reference_name}.{metric}": reference["test_result"][metric] for metric in metrics},
             "users": float(len(merged))}
 
 

@@ -28,9 +28,10 @@ A second price, ``heap_trimmed``: the heap gives back its free memory as every p
 worst case of ``malloc_reuse_max_share`` (the product does it only once the process holds more than
 that share of the machine's memory), so every step faults its pages in afresh.
 
-One side is an alternative the product does not take: ``merged_adapters`` scores with AdaLoRA's
-adapters merged into the bf16 weights (PEFT's ``merge_adapter``, the weights restored bit for bit
-afterwards), so no adapter runs beside its projection; a "speed-up" above 1 would favour merging.
+One side is an option the product leaves off: ``merged_adapters`` scores with AdaLoRA's adapters
+merged into the bf16 weights (``llm_merge_adapters``: PEFT's ``merge_adapter``, the weights restored
+bit for bit afterwards), so no adapter runs beside its projection; a "speed-up" above 1 favours
+merging (its effect on rankings: ``benchmarks/merge_check.py``).
 
 Every side is the product's own code (``ab_speed.setup``: its loader, prompts, scorer, AdaLoRA),
 changed in that one respect only and back afterwards; each side computes the same scores (the
@@ -57,8 +58,9 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from peft.tuners.adalora import AdaLoraLayer
 from torch import nn
+
+from recbole_delrec.llm.adapters import merged_adapters
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ab_speed  # noqa: E402  (the product's pieces, set up as llm_speed.py sets them up; its records)
@@ -205,21 +207,6 @@ def without_dropout(llm) -> Iterator[None]:
     finally:
         for dropouts, key, dropout in taken:
             dropouts[key] = dropout
-
-
-@contextlib.contextmanager
-def merged_adapters(llm) -> Iterator[None]:
-    """AdaLoRA's adapters merged into the base weights for the call; each merged weight restored
-    from its copy afterwards (an unmerge in bf16 would not give the same bits back)."""
-    layers = [m for m in llm.modules() if isinstance(m, AdaLoraLayer)]
-    saved = [layer.get_base_layer().weight.detach().clone() for layer in layers]
-    llm.merge_adapter()
-    try:
-        yield
-    finally:
-        llm.unmerge_adapter()
-        for layer, weight in zip(layers, saved):
-            layer.get_base_layer().weight.data.copy_(weight)
 
 
 @contextlib.contextmanager

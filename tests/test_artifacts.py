@@ -17,6 +17,7 @@ from recbole_delrec.evaluation.records import load_records
 from recbole_delrec.runs.startup import build
 from recbole_delrec.llm.adapters import add_adalora
 from recbole_delrec.llm.soft_prompt import SoftPrompt
+from tests.benchmark_scripts import load_script
 from tests.conftest import tiny_dict
 
 
@@ -157,3 +158,44 @@ def test_explain_ranks_the_target_where_the_evaluation_did(finished_run):
         shown = explain(started.model, started.test_data, user, sets)
         assert [item for item, _ in shown.delrec].index(shown.target) + 1 == records.loc[user, "rank.delrec"]
         assert [item for item, _ in shown.teacher].index(shown.target) + 1 == records.loc[user, "rank.teacher"]
+
+
+def test_merged_adapters_while_delrec_scores_and_the_same_bits_after(finished_run):
+    """``llm_merge_adapters``: DELRec's scoring runs on weights with the adapters merged in; the
+    teacher's leaves them alone, and the LLM's weights come back bit for bit."""
+    result, _ = finished_run
+    started = load_run(result["run_dir"], config_dict={"llm_merge_adapters": True})
+    trainer, model = started.trainer, started.model
+    trainer.load_checkpoint(trainer.saved_model_file)
+    before = {n: p.detach().clone() for n, p in model.llm.named_parameters() if "base_layer" in n}
+    changed = lambda: [n for n, p in model.llm.named_parameters() if n in before and not torch.equal(p, before[n])]  # noqa: E731
+    with trainer._scoring_weights(model.teacher):
+        assert not changed()
+    with trainer._scoring_weights(model):
+        assert changed()
+    assert not changed()
+
+
+def test_merged_adapters_leave_training_alone(finished_run):
+    """Each validation and the test score with the adapters merged (float32: the same scores to
+    rounding); training goes on from the unmerged weights, so its losses are exactly the same."""
+    result, saved = finished_run
+    with hidden_command_line():
+        merged = run_delrec(config_dict=tiny_dict(saved, epochs=2, llm_merge_adapters=True))
+    assert len(merged["valid_history"]) == 2
+    assert merged["loss_history"] == result["loss_history"]
+    assert merged["test_result"] == pytest.approx(result["test_result"])
+
+
+def test_merge_check_records_how_far_merging_moves_each_user(finished_run, tmp_path):
+    """``benchmarks/merge_check.py`` on a finished run: float32 merging changes no user's top-1."""
+    result, _ = finished_run
+    out = load_script("merge_check").main(["--run", result["run_dir"], "--model-name", "tiny",
+                                           "--out", str(tmp_path / "records.json"), "--config", "state=WARNING"])
+    values = {r["metric"]: r["value"] for r in out}
+    assert values["cpu.tiny.merged.users"] == result["test_users"]
+    assert values["cpu.tiny.merged.top1_agreement"] == 1.0
+    assert values["cpu.tiny.merged.plain.hit@1"] == pytest.approx(result["test_result"]["hit@1"], abs=1e-4)
+    assert values["cpu.tiny.merged.hit@1.pvalue"] == 1.0  # no user's hit changes
+    assert json.loads((tmp_path / "records.json").read_text()) == out
+    assert out[0]["command"].startswith("python benchmarks/merge_check.py --run ")  # relative to the checkout

@@ -15,6 +15,7 @@ What it changes in RecBole's loop, each through one of RecBole's own hooks:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from recbole.utils import init_seed, set_color
 from recbole_delrec import distributed
 from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt
-from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, rank_state
+from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, merged_adapters, rank_state
 from recbole_delrec.data.candidates import CandidateSets, saved_candidate_sets
 from recbole_delrec.data.prefixes import stage2_prefixes
 from recbole_delrec.evaluation import scoring
@@ -176,7 +177,9 @@ class DELRecTrainer(Trainer):
         ``eval_data``'s phase, or the catalogue in full ranking: RecBole's metric dict and
         every user's outcome (gathered from all ranks in a distributed run)."""
         sets = self.candidate_sets(eval_data._dataset)
-        scored = scoring.score(model, eval_data, sets, self.eval_collector, self.evaluator, self.config["topk"], show_progress)
+        with self._scoring_weights(model):
+            scored = scoring.score(model, eval_data, sets, self.eval_collector, self.evaluator, self.config["topk"],
+                                   show_progress)
         if model is self.delrec:
             model.report_history_cuts()  # a test has no later mode switch to report its prompts
         if self.config["single_spec"]:
@@ -185,6 +188,13 @@ class DELRecTrainer(Trainer):
         parts = distributed.gathered((scored.users, scored.targets, scored.ranks, scored.top1, scored.candidates))
         arrays = [np.concatenate([part[i] for part in parts]) for i in range(4)]
         return Scored(result, *arrays, candidates=[c for part in parts for c in part[4]])
+
+    def _scoring_weights(self, model) -> contextlib.AbstractContextManager:
+        """DELRec scores with its adapters merged into the LLM's weights (``llm_merge_adapters``):
+        no adapter runs beside its projection; training resumes on the unmerged weights."""
+        if model is self.delrec and self.config["llm_merge_adapters"]:
+            return merged_adapters(model.llm)
+        return contextlib.nullcontext()
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -8,11 +8,13 @@ global step and a ``total_step`` fixed in advance: :func:`allocate_ranks` is tha
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from peft import AdaLoraConfig, PeftModel, TaskType, get_peft_model
+from peft.tuners.adalora import AdaLoraLayer
 from transformers import PreTrainedModel
 
 ADALORA_KEYS = ("init_r", "target_r", "lora_alpha", "lora_dropout", "target_modules",
@@ -43,6 +45,24 @@ def add_adalora(
         if "ranknum" in name:  # a constant divisor; PEFT's dtype cast can leave it trainable (bf16)
             param.requires_grad_(False)
     return peft_model
+
+
+@contextlib.contextmanager
+def merged_adapters(model: PeftModel) -> Iterator[None]:
+    """The adapters merged into the base weights for the block (PEFT's ``merge_adapter``): one
+    matmul per adapted projection instead of the base weight's plus PEFT's float32 side path.
+    Each merged weight is restored from its copy afterwards, because an unmerge in bf16 would not
+    give the same bits back and training must go on from exactly the weights it left."""
+    layers = [m for m in model.modules() if isinstance(m, AdaLoraLayer)]
+    saved = [layer.get_base_layer().weight.detach().clone() for layer in layers]
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+        with torch.no_grad():
+            for layer, weight in zip(layers, saved):
+                layer.get_base_layer().weight.copy_(weight)
 
 
 def orthogonal_penalty(model: PeftModel) -> torch.Tensor | float:
