@@ -4,7 +4,8 @@
 
 On a CPU without AMX the attention kernel takes ~42% of a SmolLM2 scoring batch at ~8% of the
 bf16 matmul peak (BENCHMARKS.md), so this asks whether a different cut of the same work pays:
-1. a causal call against a full one of the same length (does the kernel skip the masked half?);
+1. a causal call against a full one of the same length (does the kernel skip the masked half?),
+   and the full call's rate in query-key scores per second;
 2. the prompt's causal attention split into blocks of queries, each attending unmasked to the
    blocks before it and causally to itself, the parts merged exactly by the log-sum-exp the
    kernel returns (half the scores of a full call, in smaller calls); its largest deviation from
@@ -111,6 +112,8 @@ def measure(args) -> dict[str, float]:
         q, k, v = (rand(length, torch.bfloat16) for _ in range(3))
         out[f"causal_ms.L{length}"] = run(lambda: flash(q, k, v, 0.0, True))
         out[f"full_ms.L{length}"] = run(lambda: flash(q, k, v, 0.0, False))
+        scores = args.batch * args.heads * length * length * args.layers
+        out[f"full_scores_per_second.L{length}"] = scores / out[f"full_ms.L{length}"] * 1e3
     q, k, v = (rand(args.prompt, torch.bfloat16) for _ in range(3))
     reference = flash(q, k, v, 0.0, True)[0].float()
     for blocks in args.blocks:
@@ -122,9 +125,6 @@ def measure(args) -> dict[str, float]:
         qt, kt, vt = rand(args.titles, dtype), rand(args.prompt + args.titles, dtype), rand(args.prompt + args.titles, dtype)
         out[f"{name}.prompt_causal_ms"] = run(lambda: flash(qp, kp, vp, 0.0, True))
         out[f"{name}.titles_masked_ms"] = run(lambda: F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask))
-    full = args.prompt * args.prompt * args.batch * args.heads * args.layers
-    out[f"full_scores_per_second.L{args.prompt}"] = full / (out.get(f"full_ms.L{args.prompt}") or run(
-        lambda: flash(q, k, v, 0.0, False))) * 1e3
     return out
 
 
