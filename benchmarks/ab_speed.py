@@ -9,9 +9,11 @@ saves, so both sides are measured alternately, never in two separate sessions:
   backward, 8 prefixes, AdaLoRA on) and on scoring (no grad, 8 prompts per batch);
 * **allocator**, one process per side (how ``malloc`` keeps memory is process state: a process
   that switched back and forth measured neither side), alternating: glibc's defaults (``mmap``:
-  large blocks mapped fresh every batch) against the product's ``malloc_reuse`` (``heap``), on the
-  split kernel's stage-2 step and scoring with 8 and with 32 prompts per batch (DELRec's
-  ``eval_batch_size: 640`` is 32 users).
+  large blocks mapped fresh every batch) against the product's ``malloc_reuse`` (``heap``), and
+  (``--sides heap huge``) ``heap`` against ``heap`` with PyTorch's transparent huge pages for
+  tensors of 2 MiB and more (``huge``: ``THP_MEM_ALLOC_ENABLE=1``, one page fault per 2 MiB
+  instead of 512), on the split kernel's stage-2 step and scoring with 8 and with 32 prompts per
+  batch (DELRec's ``eval_batch_size: 640`` is 32 users).
 
 Each measure runs once untimed and then ``--repeats`` times in a row: a run repeats the same step
 hundreds of times, and that steady state (the heap already grown, or the fresh pages mapped
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -49,8 +52,13 @@ SCORING_BATCHES = (8, 32)
 #: What each kernel is measured on in a process.
 MEASURED = {"masked": ("stage2_ms_per_prefix", "scoring8_ms_per_user"),
             "split": ("stage2_ms_per_prefix", "scoring8_ms_per_user", "scoring32_ms_per_user")}
-#: The allocator's sides: a child process runs with (``heap``) or without (``mmap``) ``malloc_reuse``.
-ALLOCATOR_SIDES = ("mmap", "heap")
+#: The allocator's sides: a child process runs with (``heap``) or without (``mmap``) ``malloc_reuse``,
+#: or with it and PyTorch's transparent huge pages (``huge``).
+ALLOCATOR_SIDES = ("mmap", "heap", "huge")
+#: Each change the allocator sides measure: its (before, after) sides.
+ALLOCATOR_CHANGES = {"malloc_reuse": ("mmap", "heap"), "huge_pages": ("heap", "huge")}
+#: PyTorch's switch for transparent huge pages: read once, at the process's first CPU tensor.
+THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 
 
 def model_parser(description: str) -> argparse.ArgumentParser:
@@ -71,9 +79,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each measure in a row, after one untimed")
     parser.add_argument("--processes", type=int, default=2, help="processes per allocator side, alternating")
     parser.add_argument("--out", type=Path, help="JSON records (default: benchmarks/results/ab_speed.<model>.json)")
-    parser.add_argument("--side", choices=ALLOCATOR_SIDES, help=argparse.SUPPRESS)  # a child: its timings as JSON
+    parser.add_argument("--sides", nargs=2, choices=ALLOCATOR_SIDES, default=["mmap", "heap"],
+                        help="the allocator's two sides, before and after (mmap heap, or heap huge)")
+    parser.add_argument("--side", choices=ALLOCATOR_SIDES,
+                        help="run one side in this process (the children's option; pass_memory.py: heap or huge)")
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if tuple(args.sides) not in ALLOCATOR_CHANGES.values():
+        parser.error(f"--sides {' '.join(args.sides)}: measure one of {list(ALLOCATOR_CHANGES.values())}")
+    return args
 
 
 def speed_arguments(args) -> list[str]:
@@ -86,8 +100,23 @@ def speed_arguments(args) -> list[str]:
             + (["--dtype", args.dtype] if getattr(args, "dtype", None) else []))
 
 
+def use_side(side: str | None) -> None:
+    """This process's huge-page setting (``huge`` or not), before its first CPU tensor: PyTorch
+    reads it once, at that tensor."""
+    os.environ[THP_VARIABLE] = "1" if side == "huge" else "0"
+
+
+def huge_pages_active() -> bool:
+    """Whether PyTorch puts this process's CPU tensors of 2 MiB and more on huge pages: it then
+    aligns them to the page (otherwise to 64 bytes)."""
+    return all(torch.empty(2**21, dtype=torch.uint8).data_ptr() % 4096 == 0 for _ in range(4))
+
+
 def setup(args):
     """The product's pieces, the LLM with AdaLoRA on it, the soft prompt and the seeded prompts."""
+    if huge_pages_active() != (args.side == "huge"):
+        raise RuntimeError(f"side {args.side}: transparent huge pages are {'off' if args.side == 'huge' else 'on'}; "
+                           f"{THP_VARIABLE} was read before this process's side was set")
     speed_args = llm_speed.parse_args(speed_arguments(args))
     product = llm_speed.import_product(False)
     settings = llm_speed.product_settings(product)
@@ -157,10 +186,10 @@ def child(args) -> dict[str, dict[str, list[float]]]:
 
 def run_children(args, argv: list[str]) -> dict[str, list[dict]]:
     """``--processes`` child processes per allocator side, alternating; each one's timings."""
-    results: dict[str, list[dict]] = {side: [] for side in ALLOCATOR_SIDES}
+    results: dict[str, list[dict]] = {side: [] for side in args.sides}
     with tempfile.TemporaryDirectory() as folder:
         for index in range(args.processes):
-            for side in ALLOCATOR_SIDES:
+            for side in args.sides:
                 out = Path(folder) / f"{side}{index}.json"
                 subprocess.run([sys.executable, __file__, *argv, "--side", side, "--child-out", str(out)], check=True)
                 results[side].append(json.loads(out.read_text()))
@@ -173,9 +202,11 @@ def summary(results: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, flo
     def median(side: str, kernel: str, measure: str) -> float:
         return statistics.median(ms for r in results[side] for ms in r[kernel][measure])
 
+    sides = tuple(results)
+    change = next(name for name, pair in ALLOCATOR_CHANGES.items() if pair == sides)
     return {
         "prompt_split": {k: {m: median("heap", k, m) for m in MEASURED["masked"]} for k in ("masked", "split")},
-        "malloc_reuse": {s: {m: median(s, "split", m) for m in MEASURED["split"]} for s in ALLOCATOR_SIDES},
+        change: {s: {m: median(s, "split", m) for m in MEASURED["split"]} for s in sides},
     }
 
 
@@ -214,6 +245,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.side:
+        use_side(args.side)
         args.child_out.write_text(json.dumps(child(args)))
         return 0
     save(summary(run_children(args, argv)), args, argv, __file__, "ab_speed")

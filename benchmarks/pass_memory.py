@@ -14,6 +14,8 @@ candidates) over the same seeded batches, in one process:
   step's time on a warm heap.
 
     python benchmarks/pass_memory.py --checkpoint_dir saved/bench-full-budget --users 96
+    python benchmarks/pass_memory.py --checkpoint_dir saved --users 96 --side huge --model-name smollm2.huge_pages
+        # the same with tensors of 2 MiB and more on transparent huge pages
 
 Records: ``benchmarks/results/pass_memory.<model>.json`` (or ``--out``).  Linux only (``VmHWM``).
 """
@@ -83,6 +85,7 @@ def records(taken, fresh_ms, resident, kept_ms, key: str, command: str) -> list[
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = ab_speed.parse_args(argv)
+    ab_speed.use_side(args.side)  # --side huge: PyTorch's transparent huge pages, before the first tensor
     product, llm, soft, benches = ab_speed.setup(args)
     bench = benches[8]  # the stage-2 batch
     taken, fresh_ms = fresh(product, llm, soft, bench)
