@@ -57,11 +57,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def merge(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def merge(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Attention over the union of disjoint key sets from each set's (output, log-sum-exp)."""
     lse = torch.logsumexp(torch.stack([p[1] for p in parts]), dim=0)
     out = sum(o.float() * (l - lse).exp().unsqueeze(-1) for o, l in parts)
-    return out.to(parts[0][0].dtype), lse
+    return out.to(parts[0][0].dtype)
 
 
 def block_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int) -> torch.Tensor:
@@ -74,7 +74,7 @@ def block_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocks: int)
         parts = [flash(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], 0.0, True)]
         if a:
             parts.append(flash(q[:, :, a:b], k[:, :, :a], v[:, :, :a], 0.0, False))
-        outs.append(merge(parts)[0] if a else parts[0][0])
+        outs.append(merge(parts) if a else parts[0][0])
     return torch.cat(outs, dim=2)
 
 

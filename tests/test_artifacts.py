@@ -169,9 +169,9 @@ def test_merged_adapters_while_delrec_scores_and_the_same_bits_after(finished_ru
     trainer.load_checkpoint(trainer.saved_model_file)
     before = {n: p.detach().clone() for n, p in model.llm.named_parameters() if "base_layer" in n}
     changed = lambda: [n for n, p in model.llm.named_parameters() if n in before and not torch.equal(p, before[n])]  # noqa: E731
-    with trainer._scoring_weights(model.teacher):
+    with trainer.scoring_weights(model.teacher):
         assert not changed()
-    with trainer._scoring_weights(model):
+    with trainer.scoring_weights(model):
         assert changed()
     assert not changed()
 

@@ -177,7 +177,7 @@ class DELRecTrainer(Trainer):
         ``eval_data``'s phase, or the catalogue in full ranking: RecBole's metric dict and
         every user's outcome (gathered from all ranks in a distributed run)."""
         sets = self.candidate_sets(eval_data._dataset)
-        with self._scoring_weights(model):
+        with self.scoring_weights(model):
             scored = scoring.score(model, eval_data, sets, self.eval_collector, self.evaluator, self.config["topk"],
                                    show_progress)
         if model is self.delrec:
@@ -189,7 +189,7 @@ class DELRecTrainer(Trainer):
         arrays = [np.concatenate([part[i] for part in parts]) for i in range(4)]
         return Scored(result, *arrays, candidates=[c for part in parts for c in part[4]])
 
-    def _scoring_weights(self, model) -> contextlib.AbstractContextManager:
+    def scoring_weights(self, model) -> contextlib.AbstractContextManager:
         """DELRec scores with its adapters merged into the LLM's weights (``llm_merge_adapters``):
         no adapter runs beside its projection; training resumes on the unmerged weights."""
         if model is self.delrec and self.config["llm_merge_adapters"]:
