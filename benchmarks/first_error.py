@@ -19,6 +19,7 @@ import argparse
 import datetime
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,12 +60,15 @@ GENERATED = {"load_col": LOAD_COL, "title_field": "title", "domain": "products",
 
 def prepare(folder: Path) -> None:
     """The generated data sets (``toy`` with titles, ``bare`` without a .item file) and a
-    template folder whose lsr.txt lacks ``{candidates}``."""
+    template folder of the packaged templates but for an rps.txt that lacks ``{candidates}`` (an
+    LSR template may leave it out: the history-only prompt scores each candidate pointwise)."""
+    from recbole_delrec.prompts.builder import template_dir
+
     write_atomic(folder, "toy", histories(200, 12, 500), titles(500, (3, 10)))
     write_atomic(folder, "bare", histories(200, 12, 500), None)
     templates = folder / "templates"
-    templates.mkdir()
-    (templates / "lsr.txt").write_text("{soft_prompt} The user bought {history}. What next?", encoding="utf-8")
+    shutil.copytree(template_dir(), templates, ignore=shutil.ignore_patterns("__pycache__"))
+    (templates / "rps.txt").write_text("{soft_prompt} The user bought {history}. What next?", encoding="utf-8")
 
 
 def run_case(name: str, folder: Path) -> tuple[float, str, bool]:
