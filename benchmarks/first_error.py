@@ -1,6 +1,7 @@
 """Time to first error: how long a bad setting takes to be reported, from process start.
 
     python benchmarks/first_error.py [--cases title_field domain ...] [--device-name SLUG]
+    python benchmarks/first_error.py --checkpoint_dir saved   # a rerun's: the LLM already dequantized there
 
 Each case runs ``run_delrec.py`` in its own process (the real command, Python start-up and
 imports included) with one bad setting, on RecBole's bundled ML-100K or on a small generated
@@ -9,8 +10,10 @@ the expected message.  Every case must fail before the teacher trains: compare w
 ``<name>.teacher_seconds`` of a recorded run (``ml100k.default.teacher_seconds``).
 
 Records ``first_error.<case>.seconds`` in ``benchmarks/results/first_error.json`` (the project's
-format: metric, value, unit, device, date, command); a case whose message is not the expected
-one is reported and makes the exit status 1.
+format: metric, value, unit, device, date, command), each case with a fresh ``checkpoint_dir``
+as on a new machine; with ``--checkpoint_dir`` every case uses that one, as a user's rerun does
+(``first_error.reused.<case>.seconds`` in ``first_error.reused.json``).  A case whose message is
+not the expected one is reported and makes the exit status 1.
 """
 
 from __future__ import annotations
@@ -71,10 +74,11 @@ def prepare(folder: Path) -> None:
     (templates / "rps.txt").write_text("{soft_prompt} The user bought {history}. What next?", encoding="utf-8")
 
 
-def run_case(name: str, folder: Path) -> tuple[float, str, bool]:
+def run_case(name: str, folder: Path, checkpoint_dir: Path | None = None) -> tuple[float, str, bool]:
     """Seconds from process start to its end, the last line of its error, whether it matched."""
     dataset, setting, expected = CASES[name]
-    values = {**(GENERATED if dataset != "ml-100k" else {}), **setting, "checkpoint_dir": str(folder / "saved" / name),
+    checkpoint_dir = checkpoint_dir or folder / "saved" / name
+    values = {**(GENERATED if dataset != "ml-100k" else {}), **setting, "checkpoint_dir": str(checkpoint_dir),
               "state": "WARNING", "show_progress": False}
     if values.get("prompt_template_dir") == "{templates}":
         values["prompt_template_dir"] = str(folder / "templates")
@@ -102,7 +106,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--device-name", default=machine.device_name(), help="the records' device")
+    parser.add_argument("--checkpoint_dir", type=Path, help="every case's checkpoint_dir (default: a fresh one each)")
     args = parser.parse_args()
+    reused = args.checkpoint_dir.resolve() if args.checkpoint_dir else None  # the cases run in a temporary folder
+    key, out = ("first_error.reused", RESULTS / "first_error.reused.json") if reused else ("first_error", RESULTS / "first_error.json")
     from recbole_delrec.runs.artifacts import save_json
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -112,14 +119,14 @@ def main() -> None:
         folder = Path(tmp)
         prepare(folder)
         for name in args.cases:
-            seconds, last, ok = run_case(name, folder)
+            seconds, last, ok = run_case(name, folder, reused)
             print(f"{name:<22} {seconds:6.1f} s  {'ok ' if ok else 'BAD'} {last[:150]}", flush=True)
-            records.append({"metric": f"first_error.{name}.seconds", "value": round(seconds, 2), "unit": "s",
+            records.append({"metric": f"{key}.{name}.seconds", "value": round(seconds, 2), "unit": "s",
                             "device": args.device_name, "date": date, "command": command})
             failed += [] if ok else [name]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    save_json(records, RESULTS / "first_error.json")  # atomic
-    print(f"wrote {RESULTS / 'first_error.json'}")
+    save_json(records, out)  # atomic
+    print(f"wrote {out}")
     print(f"for comparison, the teacher's training time of the default ML-100K run: {teacher_seconds()}")
     if failed:
         print(f"cases without the expected message: {failed}")

@@ -7,6 +7,7 @@ so the real header reading, dequantization, ``save_pretrained`` cache and reload
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,22 @@ def test_dequantized_folder_is_cached_and_reused(tiny_gguf, tmp_path):
         assert backbone.model.name_or_path == str(folder)
         torch.testing.assert_close(backbone.model.lm_head.weight, hf_model.lm_head.weight)
     assert by_folder.source.kind == "gguf" and Path(by_folder.source.location) == file
+
+
+def test_the_early_check_reads_a_cached_folder_instead_of_the_gguf_header(tiny_gguf, tmp_path):
+    """With ``checkpoint_dir`` holding the file's dequantized folder, ``check_llm_path`` reads that
+    folder's config (milliseconds) instead of parsing the GGUF header (seconds for a real vocabulary):
+    a folder edited to another architecture is what it judges, while the file alone still passes."""
+    file, _, _ = tiny_gguf
+    load_backbone(settings(tmp_path, file), corpus=[])
+    [folder] = cached_folders(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "bert", "architectures": ["BertModel"]}))
+
+    check_llm_path(str(file))  # the header: a Llama
+    check_llm_path(str(file), checkpoint_dir=tmp_path / "empty")  # no folder there: the header
+    with pytest.raises(ValueError, match="'bert' model"):
+        check_llm_path(str(file), checkpoint_dir=tmp_path)
 
 
 def test_unloadable_gguf_is_named_before_anything_runs(tmp_path):

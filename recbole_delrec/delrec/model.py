@@ -114,7 +114,7 @@ class DELRec(SequentialRecommender):
         for task in cls.tasks(config):
             path = template_path(task, config["domain"], config["prompt_template_dir"])
             check_template(task, path.read_text(encoding="utf-8"), static, path)
-        check_llm_path(config["llm_path"], config["llm_gguf_file"])
+        check_llm_path(config["llm_path"], config["llm_gguf_file"], config["checkpoint_dir"])
 
     @classmethod
     def check_dataset(cls, config, dataset) -> None:

@@ -54,18 +54,20 @@ def _load(settings: Mapping[str, Any], corpus: Iterable[str]) -> Backbone:
     return _pretrained(source, location, llm_dtype(settings["llm_dtype"], settings["device"]))
 
 
-def check_llm_path(llm_path: str | None, gguf_file: str | None = None) -> LLMSource:
+def check_llm_path(llm_path: str | None, gguf_file: str | None = None,
+                   checkpoint_dir: str | Path | None = None) -> LLMSource:
     """Fail before any data is read if ``llm_path`` cannot be loaded later.
 
     A local folder or GGUF file must hold a model of a family the plugin runs (its config is
-    read, not its weights); a GGUF file's architecture one transformers can dequantize. A hub
+    read, not its weights); a GGUF file's architecture one transformers can dequantize (read
+    from its dequantized folder where ``checkpoint_dir`` holds one). A hub
     id must be well formed and, with downloads switched off (``HF_HUB_OFFLINE``/
     ``TRANSFORMERS_OFFLINE``), already in the local cache; an uncached id is named in a
     warning, since whether the network answers is known only when the model is built.
     """
     source = resolve(llm_path, gguf_file)
     if source.kind == "gguf":
-        family_of(gguf_config(source.location))
+        family_of(_gguf_model_config(source, checkpoint_dir))
     elif source.kind == "folder":
         family_of(AutoConfig.from_pretrained(source.location))
     elif source.kind == "hub":
@@ -103,10 +105,25 @@ def _pretrained(source: LLMSource, location: str, dtype: torch.dtype) -> Backbon
 
 def dequantized_folder(source: LLMSource, checkpoint_dir: str | Path) -> Path:
     """The GGUF file dequantized once into a ``save_pretrained`` folder, keyed by its content."""
+    return load_or_make(_dequantized_path(source, checkpoint_dir), lambda path: path,
+                        lambda path: _dequantize(source.location, path))
+
+
+def _dequantized_path(source: LLMSource, checkpoint_dir: str | Path) -> Path:
     # transformers' dequantizer is part of what the folder holds: its major version is in the key
     key = fingerprint({**source.identity("float32"), "transformers": transformers.__version__.split(".")[0]})
-    folder = artifact_path(checkpoint_dir, "llm", (source.name,), key).with_suffix("")
-    return load_or_make(folder, lambda path: path, lambda path: _dequantize(source.location, path))
+    return artifact_path(checkpoint_dir, "llm", (source.name,), key).with_suffix("")
+
+
+def _gguf_model_config(source: LLMSource, checkpoint_dir: str | Path | None) -> PretrainedConfig:
+    """A GGUF file's model config: from its dequantized folder where an earlier run left one
+    (written whole or not at all), in milliseconds; else from the file's header, which
+    transformers parses field by field, the whole vocabulary included (~4 s for SmolLM2)."""
+    if checkpoint_dir is not None:
+        folder = _dequantized_path(source, checkpoint_dir)
+        if (folder / "config.json").is_file():
+            return AutoConfig.from_pretrained(folder)
+    return gguf_config(source.location)
 
 
 def _dequantize(file: str, folder: Path) -> Path:

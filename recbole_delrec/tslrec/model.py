@@ -115,7 +115,7 @@ class TSLRec(SequentialRecommender):
         checks.timestamp_loaded(config)
         backbone_class(config["backbone"])
         instruction(tslrec_template(config), int(config["n_groups"]))
-        check_llm_path(config["llm_path"], config["llm_gguf_file"])
+        check_llm_path(config["llm_path"], config["llm_gguf_file"], config["checkpoint_dir"])
 
     # ------------------------------------------------------------------ item representation
     @property
