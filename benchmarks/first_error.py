@@ -109,7 +109,8 @@ def main() -> None:
     parser.add_argument("--checkpoint_dir", type=Path, help="every case's checkpoint_dir (default: a fresh one each)")
     args = parser.parse_args()
     reused = args.checkpoint_dir.resolve() if args.checkpoint_dir else None  # the cases run in a temporary folder
-    key, out = ("first_error.reused", RESULTS / "first_error.reused.json") if reused else ("first_error", RESULTS / "first_error.json")
+    key = "first_error.reused" if reused else "first_error"
+    out = RESULTS / f"{key}.json"
     from recbole_delrec.runs.artifacts import save_json
 
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
