@@ -94,6 +94,13 @@ def run_case(name: str, folder: Path, checkpoint_dir: Path | None = None) -> tup
     return seconds, last, done.returncode != 0 and expected in done.stderr
 
 
+def kept_records(path: Path, new: list[dict]) -> list[dict]:
+    """The file's records of the cases this run did not measure: ``--cases`` replaces its own only."""
+    measured = {r["metric"] for r in new}
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return [r for r in old if r["metric"] not in measured]
+
+
 def teacher_seconds() -> str:
     """``ml100k.default.teacher_seconds`` from the recorded default run, if there is one."""
     path = RESULTS / "ml100k.default.json"
@@ -126,7 +133,7 @@ def main() -> None:
                             "device": args.device_name, "date": date, "command": command})
             failed += [] if ok else [name]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    save_json(records, out)  # atomic
+    save_json(kept_records(out, records) + records, out)  # atomic
     print(f"wrote {out}")
     print(f"for comparison, the teacher's training time of the default ML-100K run: {teacher_seconds()}")
     if failed:
