@@ -160,7 +160,14 @@ def wheel_file(name: str) -> Path:
 
 def gguf_config(file: str):
     """The model configuration in a GGUF file's header; a clear error for what transformers
-    cannot read (a missing package, an unsupported architecture)."""
+    cannot read (a missing package, an unsupported architecture).  Read once per file version
+    in a process: a first run's early check and its dequantization both need it, and
+    transformers parses the whole header for it (~4 s for SmolLM2's vocabulary)."""
+    return _gguf_config(*file_identity(file))
+
+
+@lru_cache(maxsize=8)
+def _gguf_config(file: str, size: int | None, mtime_ns: int | None):
     from transformers import AutoConfig
 
     path = Path(file)
