@@ -4,7 +4,10 @@ Why: the machine behind ``cpu-2core`` changed within a day (2026-12-02: an Intel
 bf16 matmul ~3 TFLOP/s, became an AMD EPYC without AMX, ~0.68 TFLOP/s), and records that said
 only ``cpu-2core`` could not tell the two apart.  On a CPU the model name and the AMX flag decide
 the bf16 peak, so both go into the name: ``cpu-2core-amd-epyc``,
-``cpu-2core-intel-xeon-platinum-8480-amx``; on a GPU the GPU's model (``h100``).
+``cpu-2core-intel-xeon-platinum-8480-amx``; on a GPU the GPU's model (``h100``).  On 2026-12-03 a
+third machine came: an AMD EPYC of the same model name without any bf16 unit (Zen 2: AVX2, no
+AVX-512), where the product computes in float32; ``-no-bf16`` tells it apart
+(``cpu-2core-amd-epyc-no-bf16``).
 
 The scripts import this file as ``import machine`` (``benchmarks/`` is on ``sys.path``).
 """
@@ -51,7 +54,8 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_slug(model_name: str, flags: set[str]) -> str:
-    """The model name as a short slug, ``-amx`` added where the CPU has AMX (it sets the bf16 peak).
+    """The model name as a short slug, ``-amx`` added where the CPU has AMX and ``-no-bf16`` where it
+    has neither AMX nor AVX-512 BF16 (they set the bf16 peak, and with it the dtype the product runs).
 
     ``Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz`` -> ``intel-xeon-platinum-8480``; the trademark
     marks, the clock speed, the core count and the words of ``NOISE`` go, at most ``MAX_WORDS`` stay.
@@ -61,7 +65,7 @@ def cpu_slug(model_name: str, flags: set[str]) -> str:
     text = re.sub(r"\d+(?:\.\d+)?\s*[gm]hz\b", " ", text)  # 2.00GHz: the base clock, not the model
     text = re.sub(r"\b\d+-core\b", " ", text)  # AMD's "64-Core Processor": the count, not the model
     words = [w for w in re.findall(r"[a-z0-9]+", text) if w not in NOISE][:MAX_WORDS]
-    words += ["amx"] if "amx_bf16" in flags else []
+    words += ["amx"] if "amx_bf16" in flags else [] if "avx512_bf16" in flags else ["no", "bf16"]
     return "-".join(words)
 
 

@@ -15,6 +15,8 @@ with exactly one kind of waste put back, alternating, on the same prompts, weigh
   base LLM is frozen, only the adapters train);
 * ``per_candidate``: each candidate in its own row, its prompt computed again every time (one
   forward of C rows per user; the product packs one prompt and its C titles in one row);
+* ``whole_prompts``: every row computes its prompt from the first token (the product computes the
+  prompts' shared first tokens, template header and soft prompt, once per forward);
 * ``eager``: transformers' eager attention instead of the product's prompt-split SDPA kernel;
 * ``one_thread`` and ``oversubscribed``: PyTorch on one thread, or on twice as many threads as
   cores (the product leaves PyTorch its default: one thread per core);
@@ -69,7 +71,7 @@ import llm_speed  # noqa: E402
 #: Each waste and what it is measured on (``frozen_grads`` only trains; ``per_candidate`` would
 #: hold C times the activations of a training batch, so it is measured where a user meets it first).
 MEASURES = {"float32": ("stage2", "scoring"), "full_logits": ("stage2", "scoring"), "frozen_grads": ("stage2",),
-            "per_candidate": ("scoring",), "eager": ("stage2", "scoring"), "one_thread": ("stage2", "scoring"),
+            "per_candidate": ("scoring",), "whole_prompts": ("stage2", "scoring", "scoring32"), "eager": ("stage2", "scoring"), "one_thread": ("stage2", "scoring"),
             "oversubscribed": ("stage2", "scoring"), "no_lora_dropout": ("stage2",),
             "heap_trimmed": ("stage2", "scoring"), "one_forward": ("scoring32",), "merged_adapters": ("scoring",)}
 UNIT = {"stage2": "stage2_ms_per_prefix", "scoring": "scoring8_ms_per_user", "scoring32": "scoring32_ms_per_user"}
@@ -120,13 +122,15 @@ class Steps:
 
 
 def per_candidate_scorer(steps: Steps) -> Callable:
-    """Scores as one row per candidate: each user's prompt repeated C times, one title each."""
+    """Scores as one row per candidate: each user's prompt repeated C times, one title each, and
+    computed again in each row."""
     def score(base, part) -> torch.Tensor:
         rows = []
-        for prompt, candidates in zip(part.prompts, part.candidates):
-            batch = steps.product.PromptBatch.collate([prompt] * len(candidates), steps.scorer.pad_id,
-                                                      steps.soft.n_tokens)
-            rows.append(steps.scorer(base, steps.soft, batch, candidates.unsqueeze(1)).view(1, -1))
+        with whole_prompts(steps.scorer):
+            for prompt, candidates in zip(part.prompts, part.candidates):
+                batch = steps.product.PromptBatch.collate([prompt] * len(candidates), steps.scorer.pad_id,
+                                                          steps.soft.n_tokens)
+                rows.append(steps.scorer(base, steps.soft, batch, candidates.unsqueeze(1)).view(1, -1))
         return torch.cat(rows)
     return score
 
@@ -170,6 +174,16 @@ def attention(llm, kernel: str) -> Iterator[None]:
         yield
     finally:
         base.set_attn_implementation(before)
+
+
+@contextlib.contextmanager
+def whole_prompts(scorer) -> Iterator[None]:
+    """The causal scorer with its shared-prefix cache off: each row computes its whole prompt."""
+    scorer.share_prefix = False
+    try:
+        yield
+    finally:
+        scorer.share_prefix = True
 
 
 @contextlib.contextmanager
@@ -253,6 +267,7 @@ def waste_side(name: str, args, env) -> tuple[Steps, Callable[[], contextlib.Abs
         "full_logits": lambda: hooked(base.base_model, full_logits_hook(base)),
         "frozen_grads": lambda: frozen_grads(env.llm),
         "per_candidate": lambda: scored_by(env.steps, per_candidate_scorer(env.steps)),
+        "whole_prompts": lambda: whole_prompts(env.steps.scorer),
         "eager": lambda: attention(env.llm, "eager"),
         "one_thread": lambda: threads(1),
         "oversubscribed": lambda: threads(2 * (os.cpu_count() or 1)),

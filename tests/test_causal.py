@@ -98,6 +98,64 @@ def test_a_batch_scored_in_forwards_of_sorted_prompts_keeps_each_rows_scores_and
     assert torch.allclose(split_soft.weight.grad, whole_soft.weight.grad, atol=1e-5)
 
 
+#: Prompts that open alike (a token, two soft positions, a token), as a template's header does.
+SHARED = [PromptIds([3, 0, 0, 4, 20, 21, 30], 1), PromptIds([3, 0, 0, 4, 20, 22], 1),
+          PromptIds([3, 0, 0, 4, 25, 26, 27, 28], 1)]
+
+
+def test_a_batch_shares_the_prompts_common_first_tokens_short_of_the_shortest_prompts_end():
+    assert PromptBatch.collate(SHARED, pad_id=0, n_soft=2).shared_prefix() == 4
+    assert PromptBatch.collate(SHARED[:2], pad_id=0, n_soft=2).shared_prefix() == 5
+    assert PromptBatch.collate([SHARED[1], SHARED[1]], pad_id=0, n_soft=2).shared_prefix() == 5  # its last token stays
+    moved = PromptIds([3, 4, 0, 0, 20, 22], 2)  # the same ids, the soft positions elsewhere
+    assert PromptBatch.collate([SHARED[1], moved], pad_id=0, n_soft=2).shared_prefix() == 1
+    assert PromptBatch.collate(PROMPTS, pad_id=0, n_soft=2).shared_prefix() == 0
+
+
+@pytest.mark.parametrize("kernel", [PROMPT_SPLIT, "sdpa", "eager"])
+def test_a_shared_prefix_computed_once_scores_as_one_plain_forward_per_candidate(kernel):
+    model = tiny_llama(kernel=kernel)
+    scorer = CausalScorer(TITLES, pad_id=0, end_id=1)
+    soft = SoftPrompt(2, 32)
+    batch, candidates = PromptBatch.collate(SHARED, pad_id=0, n_soft=2), torch.tensor([[1, 2, 3, 5], [4, 2, 0, 1], [3, 1, 2, 4]])
+    row = PackedRow.pack(batch, scorer.table(torch.device("cpu")), candidates, pad_id=0)
+    embeds = soft.splice(model.get_input_embeddings()(row.input_ids), row.soft_mask)
+    with torch.no_grad():
+        prefix, cache = scorer.prefix_cache(model, batch, embeds, row.position_ids)
+        packed = scorer(model, soft, batch, candidates)
+        assert prefix == 4 and cache.get_seq_length() == 4 and cache.layers[0].keys.shape[0] == 3
+        for row_index, prompt in enumerate(SHARED):
+            for col, item in enumerate(candidates[row_index].tolist()):
+                alone = _plain_score(model, soft, prompt, TITLES[item], end_id=1)
+                assert packed[row_index, col].item() == pytest.approx(alone, abs=1e-5)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_a_shared_prefix_trains_the_soft_prompt_and_the_llms_weights_as_whole_rows_do(checkpointing):
+    """Gradients flow back through the repeated keys and values to the one prefix row: the soft
+    prompt's and a trained projection's are those of rows computed whole.  Under gradient
+    checkpointing (which replays layers without their cache) rows are computed whole."""
+    models = [tiny_llama().train().requires_grad_(False) for _ in range(2)]
+    softs = SoftPrompt(2, 32), SoftPrompt(2, 32)
+    softs[1].load_state_dict(softs[0].state_dict())
+    scorers = CausalScorer(TITLES, pad_id=0, end_id=1), CausalScorer(TITLES, pad_id=0, end_id=1)
+    scorers[1].share_prefix = False
+    batch, candidates = PromptBatch.collate(SHARED, pad_id=0, n_soft=2), torch.tensor([[1, 2, 3], [4, 2, 5], [0, 3, 1]])
+    for model, soft, scorer in zip(models, softs, scorers):
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.model.layers[0].self_attn.q_proj.weight.requires_grad_(True)
+        scores = scorer(model, soft, batch, candidates)
+        (scores * torch.arange(scores.numel()).view(scores.shape)).sum().backward()
+    shared, whole = (m.model.layers[0].self_attn.q_proj.weight.grad for m in models)
+    assert shared.abs().sum() > 0 and softs[0].weight.grad.abs().sum() > 0
+    assert torch.allclose(shared, whole, atol=1e-5)
+    assert torch.allclose(softs[0].weight.grad, softs[1].weight.grad, atol=1e-5)
+    row = PackedRow.pack(batch, scorers[0].table(torch.device("cpu")), candidates, pad_id=0)
+    embeds = softs[0].splice(models[0].get_input_embeddings()(row.input_ids), row.soft_mask)
+    assert scorers[0].prefix_cache(models[0], batch, embeds, row.position_ids)[0] == (0 if checkpointing else 4)
+
+
 def test_the_lm_head_reads_each_predicting_position_once():
     """The prompt's last position predicts every candidate's first token: one LM-head row per prompt."""
     scorer = CausalScorer(TITLES, pad_id=0, end_id=1)

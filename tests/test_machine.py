@@ -24,13 +24,18 @@ machine = load_script("machine")
     ("", ""),
 ])
 def test_the_slug_keeps_the_model_words_only(model_name, slug):
-    assert machine.cpu_slug(model_name, set()) == slug
+    assert machine.cpu_slug(model_name, {"avx512f", "avx512_bf16"}) == slug
 
 
 def test_amx_is_told_because_it_sets_the_bf16_peak():
     xeon = "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz"
     assert machine.cpu_slug(xeon, {"avx512f", "amx_bf16", "amx_tile"}) == "intel-xeon-platinum-8480-amx"
     assert machine.cpu_slug(xeon, {"avx512f", "amx_tile", "avx512_bf16"}) == "intel-xeon-platinum-8480"
+
+
+def test_a_cpu_without_bf16_units_is_told_because_the_product_runs_float32_there():
+    assert machine.cpu_slug("AMD EPYC", {"avx2", "fma"}) == "amd-epyc-no-bf16"
+    assert machine.cpu_slug("AMD EPYC", {"avx2", "avx512f", "avx512_bf16"}) == "amd-epyc"
 
 
 def test_the_cpu_model_is_the_cpuinfo_model_name():
@@ -42,16 +47,18 @@ def test_the_cpu_model_is_the_cpuinfo_model_name():
     assert machine.cpu_model() == names[0]
 
 
-def test_this_machine_is_named_by_its_cores_model_and_amx():
+def test_this_machine_is_named_by_its_cores_model_and_bf16_units():
     name = machine.device_name()
     assert name.startswith(f"cpu-{os.cpu_count()}core")
     assert name == machine.device_name(torch.device("cpu")) == machine.device_name("cpu")
-    model_slug = machine.cpu_slug(machine.cpu_model(), set())
+    model_slug = machine.cpu_slug(machine.cpu_model(), {"avx512_bf16"})
     if model_slug:
         assert name.startswith(f"cpu-{os.cpu_count()}core-{model_slug}")
     else:
-        assert name in (f"cpu-{os.cpu_count()}core", f"cpu-{os.cpu_count()}core-amx")
-    assert name.endswith("-amx") == ("amx_bf16" in machine.cpu_flags())
+        assert name in (f"cpu-{os.cpu_count()}core", f"cpu-{os.cpu_count()}core-amx", f"cpu-{os.cpu_count()}core-no-bf16")
+    flags = machine.cpu_flags()
+    assert name.endswith("-amx") == ("amx_bf16" in flags)
+    assert name.endswith("-no-bf16") == (not {"amx_bf16", "avx512_bf16"} & flags)
 
 
 def test_a_gpu_is_named_by_its_model():

@@ -45,19 +45,22 @@ def test_each_waste_is_put_back_after_its_call(tmp_path):
             if "lora_E" in name:
                 param.fill_(0.5)
     frozen = {n: p.detach().clone() for n, p in env.llm.named_parameters() if not p.requires_grad}
-    for name in ("full_logits", "frozen_grads", "per_candidate", "eager", "one_thread", "oversubscribed",
+    for name in ("full_logits", "frozen_grads", "per_candidate", "whole_prompts", "eager", "one_thread", "oversubscribed",
                  "no_lora_dropout", "heap_trimmed", "one_forward", "merged_adapters"):
         steps, context = script.waste_side(name, args, env)
         with context():
             getattr(steps, script.MEASURES[name][0])()
             if name == "no_lora_dropout":
                 assert not any(isinstance(d, torch.nn.Dropout) for d in env.llm.modules())
+            if name == "whole_prompts":
+                assert not env.steps.scorer.share_prefix
             if name == "merged_adapters":
                 assert any(not torch.equal(p, frozen[n]) for n, p in env.llm.named_parameters() if n in frozen)
     assert {n for n, p in env.llm.named_parameters() if p.requires_grad} == trained
     assert all(p.grad is None for p in env.llm.parameters())
     assert base.config._attn_implementation == kernel and torch.get_num_threads() == n_threads
     assert not base.base_model._forward_hooks and env.steps.score_fn == env.steps.packed
+    assert env.steps.scorer.share_prefix
     assert [d for d in env.llm.modules() if isinstance(d, torch.nn.Dropout)] == dropouts
     assert allocator._bound_bytes == bound
     assert all(torch.equal(p, frozen[n]) for n, p in env.llm.named_parameters() if n in frozen)  # bit for bit

@@ -10,6 +10,10 @@ the whole row's keys.  Same function, less work: SmolLM2 on a 2-core CPU scores 
 trains 2-6% faster per step, both kernels measured side by side (``benchmarks/ab_speed.py``,
 ``BENCHMARKS.md``).
 
+After a shared prefix computed apart (:meth:`~recbole_delrec.llm.causal.CausalScorer.prefix_cache`)
+the keys start that many tokens before the queries: the prompt's queries then see the prefix and
+themselves causally, through a mask (the causal flag aligns a non-square block at its top left).
+
 Registered with transformers' ``AttentionInterface`` as :data:`PROMPT_SPLIT`; a call without
 ``prompt_width`` (TSLRec's pooling, generation) is plain ``sdpa``.
 """
@@ -30,14 +34,18 @@ def prompt_split_attention(
     module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     attention_mask: torch.Tensor | None, prompt_width: int | None = None, **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """SDPA, with the first ``prompt_width`` queries causal over the prompt's keys and the rest
-    masked by ``attention_mask`` (``(B, 1, L - prompt_width, L)``, True = attend) over all keys."""
+    """SDPA, with the queries of the prompt's first ``prompt_width`` tokens causal over the prompt's
+    keys and the rest masked by ``attention_mask`` (``(B, 1, L - prompt_width, L)``, True = attend)
+    over all keys; the keys may start with a prefix that has no queries here."""
     if prompt_width is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     kwargs.pop("is_causal", None)
-    width = prompt_width
-    prompt, _ = sdpa_attention_forward(module, query[:, :, :width], key[:, :, :width], value[:, :, :width], None,
-                                       is_causal=True, **kwargs)
+    prefix = key.shape[2] - query.shape[2]
+    width = prompt_width - prefix  # the prompt's queries
+    causal = None if prefix == 0 else torch.ones(width, prompt_width, dtype=torch.bool, device=query.device).tril(prefix)
+    prompt, _ = sdpa_attention_forward(module, query[:, :, :width], key[:, :, :prompt_width],
+                                       value[:, :, :prompt_width], None if causal is None else causal[None, None],
+                                       is_causal=causal is None, **kwargs)
     titles, _ = sdpa_attention_forward(module, query[:, :, width:], key, value, attention_mask, **kwargs)
     return torch.cat([prompt, titles], dim=1), None
 

@@ -11,6 +11,15 @@ prompt, so that with ``llm_attention: sdpa`` the prompts run as one causal block
 titles read the mask (:mod:`~recbole_delrec.llm.attention`); no work is done on padding beyond
 that (stage 1 buckets prompts by length).
 
+The prompts of a forward share their first tokens (the chat template's header, the soft prompt
+and the instruction up to the first slot: ~150 of SmolLM2's ~500 prompt tokens), so that prefix
+runs **once** per forward, as one row whose keys and values every row then reads (a transformers
+``DynamicCache``, repeated over the batch): the same function, and in training the same
+gradients, with ~17% less work per scored user (``benchmarks/ab_speed.py``).  Dropout (AdaLoRA's
+``lora_dropout``) then draws one mask for the prefix per forward.  A model whose cache drops
+keys (sliding-window layers) or a training step under gradient checkpointing (which replays
+layers without their cache) runs each row whole.
+
 An instruction-tuned model gets its chat template around the template's text (the title is
 the assistant's answer, closed by its end-of-turn token); a base model without one reads the
 plain text, followed by a new line.
@@ -25,7 +34,8 @@ from logging import getLogger
 import torch
 from peft import TaskType
 from torch import nn
-from transformers import AutoModelForCausalLM, PretrainedConfig
+from transformers import AutoModelForCausalLM, DynamicCache, PretrainedConfig
+from transformers.cache_utils import DynamicLayer
 
 from recbole_delrec.llm.attention import PROMPT_SPLIT
 from recbole_delrec.llm.backbone import Backbone
@@ -117,24 +127,44 @@ class CausalBackbone(Backbone):
 class CausalScorer(CandidateScorer):
     """Scores candidate items for prompts with a decoder-only LM (prompt once, titles packed)."""
 
+    #: Whether a forward's shared prompt prefix runs once (:meth:`prefix_cache`); off only to measure it.
+    share_prefix = True
+
     def __call__(self, llm, soft_prompt: SoftPrompt, batch: PromptBatch, candidates: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` mean log-likelihood of each candidate title after its prompt."""
         row = PackedRow.pack(batch, self.table(candidates.device), candidates, self.pad_id)
         embeds = soft_prompt.splice(llm.get_input_embeddings()(row.input_ids), row.soft_mask)
         kernel = llm.config._attn_implementation
+        prefix, cache = self.prefix_cache(llm, batch, embeds, row.position_ids)
         split = {"prompt_width": row.prompt_width} if kernel == PROMPT_SPLIT else {}
         hidden = llm.base_model(
-            inputs_embeds=embeds,
-            attention_mask=row.attention_mask(kernel, embeds.dtype),
-            position_ids=row.position_ids,
-            use_cache=False,
+            inputs_embeds=embeds[:, prefix:],
+            attention_mask=row.attention_mask(kernel, embeds.dtype, prefix),
+            position_ids=row.position_ids[:, prefix:],
+            cache=cache,
+            use_cache=cache is not None,
             **split,
         ).last_hidden_state
-        logits = llm.get_output_embeddings()(hidden.flatten(0, 1)[row.predictors])
+        logits = llm.get_output_embeddings()(hidden.flatten(0, 1)[row.predictors_after(prefix)])
         cap = getattr(llm.config, "final_logit_softcapping", None)
         if cap:  # what the model's own forward does to its logits (Gemma 2)
             logits = torch.tanh(logits / cap) * cap
         return self.mean_log_likelihood(logits, row.labels, row.owner, candidates.shape, row.logit_row)
+
+    def prefix_cache(self, llm, batch: PromptBatch, embeds: torch.Tensor,
+                     positions: torch.Tensor) -> tuple[int, DynamicCache | None]:
+        """``(prefix, cache)``: the keys and values of the prompts' shared first ``prefix`` tokens,
+        computed on one row and repeated over the batch; ``(0, None)`` where sharing does not
+        apply (one prompt, nothing shared, a sliding-window cache, a checkpointed training step)."""
+        prefix = batch.shared_prefix() if self.share_prefix and len(embeds) > 1 else 0
+        cache = DynamicCache(config=llm.config)
+        replayed = llm.is_gradient_checkpointing and llm.training and torch.is_grad_enabled()
+        if prefix == 0 or replayed or any(type(layer) is not DynamicLayer for layer in cache.layers):
+            return 0, None
+        llm.base_model(inputs_embeds=embeds[:1, :prefix], position_ids=positions[:1, :prefix], cache=cache,
+                       use_cache=True)
+        cache.batch_repeat_interleave(len(embeds))
+        return prefix, cache
 
 
 @dataclass
@@ -192,17 +222,24 @@ class PackedRow:
         return cls(input_ids, soft_mask, position_ids, segment, labels[rows, cols], rows, predictors, logit_row,
                    prompt_width)
 
-    def attention_mask(self, kernel: str, dtype: torch.dtype) -> torch.Tensor:
-        """``(B, 1, L, L)``: the prompt causally; each title the prompt and its own earlier tokens;
-        padding only what came before it (so no row of the mask is empty).  For
-        :data:`~recbole_delrec.llm.attention.PROMPT_SPLIT` only the title queries' rows
-        (``(B, 1, L - prompt_width, L)``): the prompt's block is causal without a mask."""
+    def attention_mask(self, kernel: str, dtype: torch.dtype, prefix: int = 0) -> torch.Tensor:
+        """``(B, 1, L - prefix, L)``: the prompt causally; each title the prompt and its own earlier
+        tokens; padding only what came before it (so no row of the mask is empty).  The queries
+        start after a ``prefix`` computed apart (:meth:`CausalScorer.prefix_cache`), the keys at
+        the row's start.  For :data:`~recbole_delrec.llm.attention.PROMPT_SPLIT` only the title
+        queries' rows (``(B, 1, L - prompt_width, L)``): the prompt's block is causal without a mask."""
         width = self.segment.shape[1]
-        first = self.prompt_width if kernel == PROMPT_SPLIT else 0
+        first = self.prompt_width if kernel == PROMPT_SPLIT else prefix
         query, key = self.segment[:, first:].unsqueeze(2), self.segment.unsqueeze(1)
         causal = torch.ones(width, width, dtype=torch.bool, device=self.segment.device).tril()[first:]
         allowed = causal & ((key == -1) | (key == query))
         return kernel_mask(allowed.unsqueeze(1), kernel, dtype)
+
+    def predictors_after(self, prefix: int) -> torch.Tensor:
+        """:attr:`predictors` as flat positions in the rows less their first ``prefix`` tokens
+        (every predictor lies after them: a shared prefix stops short of each prompt's end)."""
+        rows = self.predictors // self.segment.shape[1]
+        return self.predictors - (rows + 1) * prefix
 
 
 def _escaped(text: str) -> str:

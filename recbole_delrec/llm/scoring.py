@@ -41,6 +41,14 @@ class PromptBatch:
                 soft[row, prompt.soft_start : prompt.soft_start + n_soft] = True
         return cls(ids, mask, soft)
 
+    def shared_prefix(self) -> int:
+        """How many first tokens every prompt shares (ids and soft positions), stopping short of
+        the shortest prompt's last token, whose state predicts a title: what a causal LM computes
+        once for the batch."""
+        same = ((self.input_ids == self.input_ids[:1]).all(0) & (self.soft_mask == self.soft_mask[:1]).all(0)
+                & self.attention_mask.bool().all(0))
+        return min(int(same.long().cumprod(0).sum()), int(self.attention_mask.sum(1).min()) - 1)
+
     def to(self, device: torch.device) -> "PromptBatch":
         return PromptBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.soft_mask)))
 
