@@ -61,7 +61,11 @@ L layers, d hidden, V vocab, h x k = heads x head_dim): a prompt of n tokens, ti
 tokens (the end token is predicted, never read):
   weights 2 N (n + sum t_c);  LM head 2 d V (1 + sum t_c);
   attention 4 L h k [n (n + 1) / 2 + sum (t_c n + t_c (t_c + 1) / 2)]  (the prompt causally;
-  each title sees the prompt and its own earlier tokens).
+  each title sees the prompt and its own earlier tokens);
+less, for every prompt of a forward but one, the first p tokens all its prompts share (the
+product computes them once per forward): weights 2 N p and attention 4 L h k p (p + 1) / 2.
+Under ``--gradient-checkpointing`` training steps compute every row whole: the repeated prefix
+counts as zero useful FLOPs there, as the recomputation does.
 
 T5 (d = d_model, f = d_ff, a = heads x d_kv, L layers, V = 32128; the encoder reads the prompt
 of n tokens once, the decoder each title of t tokens = title + </s>):
@@ -581,17 +585,23 @@ def t5_flop_counts(config, rows, title_ids, lora_rank: int) -> dict[str, float]:
     return {"dense": dense, "attention": attention, "adapters": adapters, "tokens": tokens}
 
 
-def causal_flop_counts(config, rows, title_ids, weights: int, adapter_params: int) -> dict[str, float]:
-    """Forward FLOPs of a decoder-only LM on the product's packed rows (the prompt, then its titles)."""
+def causal_flop_counts(config, parts, title_ids, weights: int, adapter_params: int) -> dict[str, float]:
+    """Forward FLOPs of a decoder-only LM on the product's packed rows (the prompt, then its titles).
+
+    ``parts``: each forward's ``(prompts, candidate rows, shared prefix)``; the prompts' shared
+    first tokens are computed once per forward (``CausalScorer.prefix_cache``), so counted once."""
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     tokens = keys = labels = 0.0
-    for prompt, items in rows:
-        n = len(prompt.input_ids)
-        lengths = [len(title_ids[item]) for item in items]
-        tokens += n + sum(lengths)
-        keys += n * (n + 1) / 2 + sum(t * n + t * (t + 1) / 2 for t in lengths)
-        labels += 1 + sum(lengths)  # the prompt's end once, then every title token
+    for prompts, rows, prefix in parts:
+        shared = prefix * (prefix + 1) / 2
+        tokens, keys = tokens + prefix, keys + shared
+        for prompt, items in zip(prompts, rows):
+            n = len(prompt.input_ids)
+            lengths = [len(title_ids[item]) for item in items]
+            tokens += n - prefix + sum(lengths)
+            keys += n * (n + 1) / 2 - shared + sum(t * n + t * (t + 1) / 2 for t in lengths)
+            labels += 1 + sum(lengths)  # the prompt's end once, then every title token
     return {"dense": 2 * weights * tokens + 2 * config.hidden_size * config.vocab_size * labels,
             "attention": 4 * config.num_hidden_layers * heads * head_dim * keys,
             "adapters": 2 * adapter_params * tokens, "tokens": tokens}
@@ -600,14 +610,17 @@ def causal_flop_counts(config, rows, title_ids, weights: int, adapter_params: in
 def flop_counts(product, llm, bench, title_ids) -> dict[str, float]:
     """Forward FLOPs of one pass over the bench, by the module docstring's definition."""
     base = llm.get_base_model()
-    rows = [(p, c) for part in bench.batches for p, c in zip(part.prompts, part.candidates.tolist())]
     if base.config.is_encoder_decoder:
+        rows = [(p, c) for part in bench.batches for p, c in zip(part.prompts, part.candidates.tolist())]
         return t5_flop_counts(base.config, rows, title_ids, llm.peft_config[llm.active_adapter].init_r)
     skip = {id(base.get_input_embeddings().weight), id(base.get_output_embeddings().weight)}
     weights = sum(p.numel() for n, p in base.named_parameters()
                   if id(p) not in skip and not any(tag in n for tag in product.ADAPTER_TAGS))
     adapters = sum(p.numel() for n, p in base.named_parameters() if "lora_A" in n or "lora_B" in n)
-    return causal_flop_counts(base.config, rows, title_ids, weights, adapters)
+    shares = bench.scorer.share_prefix
+    parts = [(part.prompts, part.candidates.tolist(),
+              part.batch.shared_prefix() if shares and len(part.prompts) > 1 else 0) for part in bench.batches]
+    return causal_flop_counts(base.config, parts, title_ids, weights, adapters)
 
 
 def step_flops(counts: dict[str, float]) -> dict[str, float]:

@@ -12,7 +12,7 @@ from recbole_delrec.llm.causal import CausalScorer, PackedRow
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from tests.benchmark_scripts import load_script
-from tests.test_causal import PROMPTS, TITLES, save_tiny_llama, tiny_llama
+from tests.test_causal import SHARED, TITLES, save_tiny_llama, tiny_llama
 
 
 def test_one_run_measures_scoring_naive_stage1_stage2_and_profiles(tmp_path, capsys):
@@ -35,16 +35,22 @@ def test_one_run_measures_scoring_naive_stage1_stage2_and_profiles(tmp_path, cap
 def test_causal_flop_count_is_torch_matmul_count_less_what_the_mask_hides():
     """torch counts every matmul of the scorer's forward; the script's count has the same weights
     and LM head, and attention only over the keys the product's block mask allows (eager attention:
-    plain matmuls that torch counts, over the whole row)."""
+    plain matmuls that torch counts, over the whole row), the prompts' shared prefix once."""
     model = tiny_llama(kernel="eager")
     scorer, soft = CausalScorer(TITLES, pad_id=0, end_id=1), SoftPrompt(2, 32)
-    batch, candidates = PromptBatch.collate(PROMPTS[:1], pad_id=0, n_soft=2), torch.tensor([[1, 2, 3, 5]])
+    batch, candidates = PromptBatch.collate(SHARED, pad_id=0, n_soft=2), torch.tensor([[1, 2, 3], [4, 2, 5], [0, 3, 1]])
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         scorer(model, soft, batch, candidates)
     linear = sum(m.weight.numel() for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear))
-    counts = load_script("llm_speed").causal_flop_counts(model.config, [(PROMPTS[0], [1, 2, 3, 5])], TITLES, linear, 0)
+    prefix = batch.shared_prefix()
+    counts = load_script("llm_speed").causal_flop_counts(model.config, [(SHARED, candidates.tolist(), prefix)], TITLES,
+                                                         linear, 0)
     row = PackedRow.pack(batch, scorer.table(torch.device("cpu")), candidates, pad_id=0)
     width, per_key = row.input_ids.shape[1], 4 * model.config.num_hidden_layers * model.config.hidden_size
-    assert counts["tokens"] == width  # one prompt: no padding
-    assert counter.get_total_flops() == counts["dense"] + per_key * width**2
-    assert counts["attention"] == per_key * int(row.attention_mask("sdpa", torch.float32).sum())
+    padding = int((row.segment == -2).sum())
+    assert prefix == 4 and counts["tokens"] == prefix + len(SHARED) * (width - prefix) - padding
+    computed = prefix**2 + len(SHARED) * (width - prefix) * width  # eager: the prefix's square, then rows x row
+    assert counter.get_total_flops() == counts["dense"] + 2 * linear * padding + per_key * computed
+    real = (row.segment[:, prefix:] != -2)[:, None, :, None]  # the mask's rows of real queries
+    allowed = int((row.attention_mask("sdpa", torch.float32, prefix) & real).sum()) + prefix * (prefix + 1) // 2
+    assert counts["attention"] == per_key * allowed
