@@ -71,7 +71,8 @@ import llm_speed  # noqa: E402
 #: Each waste and what it is measured on (``frozen_grads`` only trains; ``per_candidate`` would
 #: hold C times the activations of a training batch, so it is measured where a user meets it first).
 MEASURES = {"float32": ("stage2", "scoring"), "full_logits": ("stage2", "scoring"), "frozen_grads": ("stage2",),
-            "per_candidate": ("scoring",), "whole_prompts": ("stage2", "scoring", "scoring32"), "eager": ("stage2", "scoring"), "one_thread": ("stage2", "scoring"),
+            "per_candidate": ("scoring",), "whole_prompts": ("stage2", "scoring", "scoring32"),
+            "eager": ("stage2", "scoring"), "one_thread": ("stage2", "scoring"),
             "oversubscribed": ("stage2", "scoring"), "no_lora_dropout": ("stage2",),
             "heap_trimmed": ("stage2", "scoring"), "one_forward": ("scoring32",), "merged_adapters": ("scoring",)}
 UNIT = {"stage2": "stage2_ms_per_prefix", "scoring": "scoring8_ms_per_user", "scoring32": "scoring32_ms_per_user"}

@@ -117,7 +117,8 @@ def test_a_shared_prefix_computed_once_scores_as_one_plain_forward_per_candidate
     model = tiny_llama(kernel=kernel)
     scorer = CausalScorer(TITLES, pad_id=0, end_id=1)
     soft = SoftPrompt(2, 32)
-    batch, candidates = PromptBatch.collate(SHARED, pad_id=0, n_soft=2), torch.tensor([[1, 2, 3, 5], [4, 2, 0, 1], [3, 1, 2, 4]])
+    batch = PromptBatch.collate(SHARED, pad_id=0, n_soft=2)
+    candidates = torch.tensor([[1, 2, 3, 5], [4, 2, 0, 1], [3, 1, 2, 4]])
     row = PackedRow.pack(batch, scorer.table(torch.device("cpu")), candidates, pad_id=0)
     embeds = soft.splice(model.get_input_embeddings()(row.input_ids), row.soft_mask)
     with torch.no_grad():

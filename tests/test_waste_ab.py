@@ -45,8 +45,8 @@ def test_each_waste_is_put_back_after_its_call(tmp_path):
             if "lora_E" in name:
                 param.fill_(0.5)
     frozen = {n: p.detach().clone() for n, p in env.llm.named_parameters() if not p.requires_grad}
-    for name in ("full_logits", "frozen_grads", "per_candidate", "whole_prompts", "eager", "one_thread", "oversubscribed",
-                 "no_lora_dropout", "heap_trimmed", "one_forward", "merged_adapters"):
+    for name in ("full_logits", "frozen_grads", "per_candidate", "whole_prompts", "eager", "one_thread",
+                 "oversubscribed", "no_lora_dropout", "heap_trimmed", "one_forward", "merged_adapters"):
         steps, context = script.waste_side(name, args, env)
         with context():
             getattr(steps, script.MEASURES[name][0])()

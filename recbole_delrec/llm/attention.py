@@ -42,10 +42,10 @@ def prompt_split_attention(
     kwargs.pop("is_causal", None)
     prefix = key.shape[2] - query.shape[2]
     width = prompt_width - prefix  # the prompt's queries
-    causal = None if prefix == 0 else torch.ones(width, prompt_width, dtype=torch.bool, device=query.device).tril(prefix)
+    causal = torch.ones(1, 1, width, prompt_width, dtype=torch.bool, device=query.device).tril(prefix)
+    causal = causal if prefix else None
     prompt, _ = sdpa_attention_forward(module, query[:, :, :width], key[:, :, :prompt_width],
-                                       value[:, :, :prompt_width], None if causal is None else causal[None, None],
-                                       is_causal=causal is None, **kwargs)
+                                       value[:, :, :prompt_width], causal, is_causal=causal is None, **kwargs)
     titles, _ = sdpa_attention_forward(module, query[:, :, width:], key, value, attention_mask, **kwargs)
     return torch.cat([prompt, titles], dim=1), None
 

@@ -15,7 +15,8 @@ The prompts of a forward share their first tokens (the chat template's header, t
 and the instruction up to the first slot: ~150 of SmolLM2's ~500 prompt tokens), so that prefix
 runs **once** per forward, as one row whose keys and values every row then reads (a transformers
 ``DynamicCache``, repeated over the batch): the same function, and in training the same
-gradients, with ~17% less work per scored user (``benchmarks/ab_speed.py``).  Dropout (AdaLoRA's
+gradients, 1.17x faster per scored user and 1.24x per stage-2 step on a 2-core CPU
+(``benchmarks/waste_ab.py``, ``BENCHMARKS.md``).  Dropout (AdaLoRA's
 ``lora_dropout``) then draws one mask for the prefix per forward.  A model whose cache drops
 keys (sliding-window layers) or a training step under gradient checkpointing (which replays
 layers without their cache) runs each row whole.
@@ -157,9 +158,11 @@ class CausalScorer(CandidateScorer):
         computed on one row and repeated over the batch; ``(0, None)`` where sharing does not
         apply (one prompt, nothing shared, a sliding-window cache, a checkpointed training step)."""
         prefix = batch.shared_prefix() if self.share_prefix and len(embeds) > 1 else 0
-        cache = DynamicCache(config=llm.config)
         replayed = llm.is_gradient_checkpointing and llm.training and torch.is_grad_enabled()
-        if prefix == 0 or replayed or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        if prefix == 0 or replayed:
+            return 0, None
+        cache = DynamicCache(config=llm.config)
+        if any(type(layer) is not DynamicLayer for layer in cache.layers):  # a layer that drops keys
             return 0, None
         llm.base_model(inputs_embeds=embeds[:1, :prefix], position_ids=positions[:1, :prefix], cache=cache,
                        use_cache=True)
