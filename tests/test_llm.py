@@ -1,5 +1,7 @@
 """Soft-prompt splicing, exact batched candidate scoring, and loading real T5 folders."""
 
+import logging
+
 import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
@@ -8,6 +10,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from recbole_delrec.llm.attention import PROMPT_SPLIT
 from recbole_delrec.llm.backbone import use_fused_gelu
 from recbole_delrec.llm.loading import load_backbone
+from recbole_delrec.llm.precision import fast_bfloat16
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.t5 import PackedTitles, Seq2SeqScorer, train_tokenizer
 from recbole_delrec.llm.soft_prompt import SoftPrompt
@@ -172,6 +175,23 @@ def test_llm_path_loads_a_saved_t5_through_from_pretrained(tmp_path):
 def test_missing_llm_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="llm_path"):
         load_backbone(_settings(str(tmp_path / "no-such-model")), [])
+
+
+def test_bfloat16_forced_where_it_would_be_emulated_is_warned_about(tmp_path, caplog):
+    """A CPU without bf16 units multiplies bf16 matrices 50-480x slower than float32: a forced
+    ``llm_dtype: bfloat16`` there is warned about; where the units exist, nothing is said."""
+    from tests.test_causal import save_tiny_llama
+
+    settings = {**_settings(save_tiny_llama(tmp_path / "llama")), "llm_dtype": "bfloat16"}
+    with caplog.at_level(logging.WARNING):
+        backbone = load_backbone(settings, [])
+    assert backbone.model.dtype == torch.bfloat16
+    warned = any("no bf16 matmul units" in r.getMessage() for r in caplog.records)
+    assert warned == (not fast_bfloat16(torch.device("cpu")))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_backbone({**settings, "llm_dtype": "auto"}, [])
+    assert not any("no bf16 matmul units" in r.getMessage() for r in caplog.records)
 
 
 def _settings(llm_path: str) -> dict:

@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from recbole_delrec.llm.backbone import Backbone
 from recbole_delrec.llm.causal import ARCHITECTURES, CausalBackbone
-from recbole_delrec.llm.precision import llm_dtype
+from recbole_delrec.llm.precision import llm_dtype, warn_if_emulated
 from recbole_delrec.llm.sources import LLMSource, check_hub_id, gguf_config, resolve
 from recbole_delrec.llm.t5 import Seq2SeqBackbone
 from recbole_delrec.runs.allocator import bound_heap
@@ -51,7 +51,9 @@ def _load(settings: Mapping[str, Any], corpus: Iterable[str]) -> Backbone:
     location = source.location
     if source.kind == "gguf":
         location = str(dequantized_folder(source, settings["checkpoint_dir"]))
-    return _pretrained(source, location, llm_dtype(settings["llm_dtype"], settings["device"]))
+    dtype = llm_dtype(settings["llm_dtype"], settings["device"])
+    warn_if_emulated(dtype, settings["device"])
+    return _pretrained(source, location, dtype)
 
 
 def check_llm_path(llm_path: str | None, gguf_file: str | None = None,

@@ -7,6 +7,7 @@ float32 whatever the weights' dtype.
 
 from __future__ import annotations
 
+from logging import getLogger
 from pathlib import Path
 
 import torch
@@ -33,6 +34,16 @@ def fast_bfloat16(device: torch.device) -> bool:
     except OSError:
         return False
     return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
+
+
+def warn_if_emulated(dtype: torch.dtype, device: torch.device | str | None = None) -> None:
+    """A warning where the LLM would compute in bfloat16 without bf16 units: emulated bf16 matmuls
+    ran 50-480x slower than float32 on a CPU without AMX or AVX-512 BF16 (``BENCHMARKS.md``), so
+    a forced ``llm_dtype: bfloat16`` there turns an hour's run into days."""
+    device = torch.device(device or "cpu")
+    if dtype == torch.bfloat16 and not fast_bfloat16(device):
+        getLogger().warning(f"llm_dtype bfloat16 on {device}, which has no bf16 matmul units: bf16 is emulated there "
+                            "(50-480x slower than float32 on such a CPU); llm_dtype: auto computes in float32 here")
 
 
 def dtype_name(name: str, device: torch.device | str | None = None) -> str:
