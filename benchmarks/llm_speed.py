@@ -617,9 +617,7 @@ def flop_counts(product, llm, bench, title_ids) -> dict[str, float]:
     weights = sum(p.numel() for n, p in base.named_parameters()
                   if id(p) not in skip and not any(tag in n for tag in product.ADAPTER_TAGS))
     adapters = sum(p.numel() for n, p in base.named_parameters() if "lora_A" in n or "lora_B" in n)
-    shares = bench.scorer.share_prefix
-    parts = [(part.prompts, part.candidates.tolist(),
-              part.batch.shared_prefix() if shares and len(part.prompts) > 1 else 0) for part in bench.batches]
+    parts = [(part.prompts, part.candidates.tolist(), bench.scorer.prefix_length(part.batch)) for part in bench.batches]
     return causal_flop_counts(base.config, parts, title_ids, weights, adapters)
 
 

@@ -152,12 +152,17 @@ class CausalScorer(CandidateScorer):
             logits = torch.tanh(logits / cap) * cap
         return self.mean_log_likelihood(logits, row.labels, row.owner, candidates.shape, row.logit_row)
 
+    def prefix_length(self, batch: PromptBatch) -> int:
+        """The first tokens of ``batch`` computed once (0: each row whole): its prompts' shared
+        prefix, where there are several prompts and sharing is on."""
+        return batch.shared_prefix() if self.share_prefix and len(batch.input_ids) > 1 else 0
+
     def prefix_cache(self, llm, batch: PromptBatch, embeds: torch.Tensor,
                      positions: torch.Tensor) -> tuple[int, DynamicCache | None]:
         """``(prefix, cache)``: the keys and values of the prompts' shared first ``prefix`` tokens,
         computed on one row and repeated over the batch; ``(0, None)`` where sharing does not
         apply (one prompt, nothing shared, a sliding-window cache, a checkpointed training step)."""
-        prefix = batch.shared_prefix() if self.share_prefix and len(embeds) > 1 else 0
+        prefix = self.prefix_length(batch)
         replayed = llm.is_gradient_checkpointing and llm.training and torch.is_grad_enabled()
         if prefix == 0 or replayed:
             return 0, None
