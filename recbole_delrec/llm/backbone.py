@@ -54,6 +54,12 @@ class Backbone:
         return self.model.get_input_embeddings().embedding_dim
 
     @property
+    def pass_start(self) -> nn.Module:
+        """The module whose forward runs once as each LLM pass starts, where the CPU heap's bound
+        is checked (:func:`~recbole_delrec.runs.allocator.bound_heap`): the input embeddings."""
+        return self.model.get_input_embeddings()
+
+    @property
     def pad_id(self) -> int:
         """The id that fills padding and soft-prompt placeholders (never attended to as text)."""
         tok = self.tokenizer

@@ -40,7 +40,7 @@ def load_backbone(settings: Mapping[str, Any], corpus: Iterable[str]) -> Backbon
     the CPU heap under ``malloc_reuse_max_share`` (:func:`~recbole_delrec.runs.allocator.bound_heap`).
     """
     backbone = _load(settings, corpus)
-    backbone.model.get_input_embeddings().register_forward_pre_hook(bound_heap)  # every pass starts there
+    backbone.pass_start.register_forward_pre_hook(bound_heap)
     return backbone
 
 

@@ -54,6 +54,11 @@ class Seq2SeqBackbone(Backbone):
         (a packed title scores as it does alone) and its decoder-output scaling."""
         return config.model_type in ("t5", "mt5", "umt5")
 
+    @property
+    def pass_start(self) -> nn.Module:
+        """The encoder: the input embeddings are shared with the decoder and run twice a pass."""
+        return self.model.get_encoder()
+
     @classmethod
     def scratch(cls, arch: Mapping[str, Any], corpus: Iterable[str]) -> "Seq2SeqBackbone":
         """The offline scratch T5 (random weights, tokenizer trained on ``corpus``)."""

@@ -18,9 +18,14 @@ after ~200 batches, though only ~2.6 GiB was in use between batches.  So the hea
 :func:`bound_heap` runs as every LLM pass starts (a hook on the input embeddings, where the last
 pass's temporaries are free) and gives the free memory back when the pass could take the process
 past ``malloc_reuse_max_share`` of the machine's memory: when the resident set plus the largest
-growth one pass has shown in this stage would pass it.  A bound on the resident set alone at the
+growth a pass on a warm heap has shown would pass it.  A bound on the resident set alone at the
 pass's start did not hold the peak: a stage-2 pass of 8 prompts needs ~8.4 GiB of fresh memory
-from a fragmented heap, and the 0.7 bound (16.5 GiB) let the same run peak at 23.2 GiB.
+from a heap fragmented by the validation's batches, and the 0.7 bound (16.5 GiB) let the same run
+peak at 23.2 GiB.  So a pass of another kind (evaluation after training, or back) starts on a heap
+that gave back, as a stage does.  The growth of a pass that started on a heap that had just given
+back is its whole working set, not what a warm heap takes: counted, it made every later pass give
+back wherever twice the working set passes the bound (22 of 24 stage-2 passes of the main command
+in float32, 13.4 GiB at its peak against a 21.2 GiB bound).
 
 ``malloc_reuse`` (on by default) applies it at start-up on a CPU run; it is a no-op where the C
 library is not glibc (macOS, musl, Windows), and a process that preloads another allocator
@@ -33,6 +38,10 @@ import ctypes
 import os
 import sys
 from logging import getLogger
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: ``mallopt`` parameters (glibc's ``malloc.h``).
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
@@ -45,8 +54,11 @@ NO_TRIMMING = -1
 _applied = False  # whether this process runs with it: mallopt's settings are process-wide
 _bound_bytes = 0  # the memory a pass may take the process to before :func:`bound_heap` gives free memory back
 _bound_releases = 0  # how often it did: each costs the next pass its page faults
-_last_resident = 0  # the resident set as the last pass started (0: none yet in this stage)
-_pass_growth = 0  # the largest growth of the resident set from one pass's start to the next's, this stage
+_warm_start: int | None = None  # the resident set as the last pass started on a warm heap (None: the heap
+# gave back since, or that pass started just after it did)
+_released = True  # the heap gave back since the last pass started
+_pass_growth = 0  # the largest growth of the resident set over one pass on a warm heap, since the heap last gave back
+_training: bool | None = None  # whether the last pass trained (its module's mode)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -77,11 +89,11 @@ def release_free_memory() -> None:
     shapes repeat and reuse the same blocks; a new stage's shapes (stage 1's, stage 2's, the
     test's 32-prompt batches) would otherwise stack on a heap fragmented by the last one's: the
     main command's peak resident memory rose from 16.2 to 21.9 GiB without it (``BENCHMARKS.md``).
-    A new stage's passes have their own size: what :func:`bound_heap` learnt of the last one's is
-    dropped."""
-    global _last_resident, _pass_growth
+    A heap that gave back holds only what is in use: what :func:`bound_heap` learnt of the growth
+    of passes on the fuller heap before is dropped."""
+    global _warm_start, _released, _pass_growth
     _give_back()
-    _last_resident = _pass_growth = 0
+    _warm_start, _released, _pass_growth = None, True, 0
 
 
 def _give_back() -> None:
@@ -89,25 +101,40 @@ def _give_back() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def bound_heap(*_: object) -> None:
-    """A forward pre-hook of the LLM's input embeddings (every LLM pass starts there): if this
-    pass could take the process past the bound, the heap gives back what it holds free first.
+def bound_heap(module: nn.Module | None = None, *_: object) -> None:
+    """A forward pre-hook of the module that starts every LLM pass (the backbone's
+    ``pass_start``): if this pass could take the process past the bound, the heap gives back what
+    it holds free first.
 
     What a pass may take is the largest growth of the resident set from one pass's start to the
-    next's in this stage: with trimming off and no mapped blocks the resident set never shrinks
-    on its own, so that growth is the pass's fresh memory (its whole working set after a
-    give-back, its fragmentation's share on a warm heap)."""
-    global _bound_releases, _last_resident, _pass_growth
+    next's, over the passes that started on a warm heap since the heap last gave back: with
+    trimming off and no mapped blocks the resident set never shrinks on its own, so that growth is
+    the fragmentation's share of a pass.  A pass that started just after a give-back grows by its
+    whole working set, which the next pass finds free in the heap: its growth is not counted.  A
+    pass of another kind than the last (``module.training`` changed) has other shapes, which a heap
+    fragmented by the last kind's serves badly: the heap gives back before it, as at a stage's
+    start (not counted as meeting the bound)."""
+    global _bound_releases, _warm_start, _released, _pass_growth
     if not _applied:
         return
+    _start_kind(getattr(module, "training", None))
     resident = resident_bytes()
-    if _last_resident:
-        _pass_growth = max(_pass_growth, resident - _last_resident)
+    if _warm_start is not None:
+        _pass_growth = max(_pass_growth, resident - _warm_start)
     if resident + _pass_growth > _bound_bytes:
-        _give_back()
+        release_free_memory()
         _bound_releases += 1
-        resident = resident_bytes()
-    _last_resident = resident
+    _warm_start = None if _released else resident
+    _released = False
+
+
+def _start_kind(training: bool | None) -> None:
+    """Give back as a pass of another kind than the last starts (training after evaluation, or
+    back): its batches have other shapes."""
+    global _training
+    if None not in (training, _training) and training != _training:
+        release_free_memory()
+    _training = training
 
 
 def bound_releases() -> int:
