@@ -1,8 +1,8 @@
 """How much memory one stage-2 pass takes fresh, and how fast a warm heap grows across batches.
 
 ``malloc_reuse_max_share`` bounds the process's peak: as a pass starts, the heap gives its free
-memory back when the resident set plus the largest growth one pass has shown would pass the
-bound (``recbole_delrec/runs/allocator.py``).  Two numbers decide how often that happens and what
+memory back when the resident set plus the largest growth a pass on a warm heap has shown would
+pass the bound (``recbole_delrec/runs/allocator.py``).  Two numbers decide how often that happens and what
 it costs, both measured here on the product's stage-2 step (AdaLoRA, soft prompt, packed
 candidates) over the same seeded batches, in one process:
 
@@ -10,8 +10,8 @@ candidates) over the same seeded batches, in one process:
   peak resident set minus the resident set before it is the memory the pass takes fresh, and its
   time is a step's after a give-back;
 * ``kept``: the same batches in the same order with nothing given back, as the product runs below
-  its bound: the resident set's growth per batch (batches of many lengths fragment the heap) and a
-  step's time on a warm heap.
+  its bound: the resident set's growth per batch (batches of many lengths fragment the heap), its
+  largest growth over one warm batch (what the bound anticipates) and a step's time on a warm heap.
 
     python benchmarks/pass_memory.py --checkpoint_dir saved/bench-full-budget --users 96
     python benchmarks/pass_memory.py --checkpoint_dir saved --users 96 --side huge --model-name smollm2.huge_pages
@@ -75,6 +75,7 @@ def records(taken, fresh_ms, resident, kept_ms, key: str, command: str) -> list[
         "kept.resident_gib.first": (resident[0], "GiB"),
         "kept.resident_gib.last": (resident[-1], "GiB"),
         "kept.growth_gib_per_batch": ((resident[-1] - resident[0]) / max(len(resident) - 1, 1), "GiB"),
+        "kept.growth_gib.max": (max((b - a for a, b in zip(resident, resident[1:])), default=0.0), "GiB"),
         "fresh_over_kept.stage2": (statistics.median(fresh_ms) / warm, "x"),
     }
     date, device = time.strftime("%Y-%m-%d"), machine.device_name("cpu")

@@ -9,7 +9,8 @@ follow the project's format (metric, value, unit, device, date, command); a reru
 file.  Metric keys: ``<name>.teacher.<metric>``,
 ``<name>.delrec.<metric>`` (test, same candidates), ``<name>.<stage>_seconds``,
 ``<name>.total_seconds``, ``<name>.users``, ``<name>.peak_memory_gib.<stage>`` (each DELRec stage's
-own peak: resident memory on a CPU, allocated memory on a GPU), with full ranking
+own peak: resident memory on a CPU, allocated memory on a GPU), ``<name>.heap_give_backs.<stage>`` (the
+passes that met ``malloc_reuse_max_share``), with full ranking
 ``<name>.rerank_seconds``, and, when stage 1 ran, ``<name>.stage1.fidelity.*``.
 """
 
@@ -46,6 +47,8 @@ def records(name: str, result: dict, command: str, device: str) -> list[dict]:
     out.append(record("users", result["test_users"]))
     out += [record(f"peak_memory_gib.{stage}", mib / 1024, "GiB")
             for stage, mib in result["cost"]["DELRec"]["peak_memory_mb_per_stage"].items()]
+    out += [record(f"heap_give_backs.{stage}", passes, "passes")
+            for stage, passes in result["cost"]["DELRec"].get("heap_give_backs_per_stage", {}).items()]
     if result["eval_mode"] == "full":  # DELRec's test pass: K LLM candidate scorings per user
         out.append(record("rerank_seconds", result["timings"]["test_seconds"], "s"))
     return out

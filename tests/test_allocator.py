@@ -160,6 +160,7 @@ def test_a_stage_whose_passes_met_the_bound_says_so_in_the_log(monkeypatch, capl
         costs.stop("stage2")
     assert "stage1: the heap gave back" not in caplog.text
     assert "stage2: the heap gave back its free memory at 2 passes (malloc_reuse_max_share" in caplog.text
+    assert costs.give_backs == {"stage1": 0, "stage2": 2}  # benchmarks/run.py records them
 
 
 def test_a_bound_outside_0_1_is_refused_with_its_option_named():

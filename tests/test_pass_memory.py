@@ -23,6 +23,7 @@ def test_one_run_measures_a_fresh_pass_and_a_warm_heap(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("fresh batch ") == printed.count("kept batch ") == 4  # 32 users, 8 a batch, both sides
     assert records["fresh.pass_gib.max"]["value"] >= records["fresh.pass_gib.median"]["value"] >= 0
+    assert records["kept.growth_gib.max"]["value"] >= records["kept.growth_gib_per_batch"]["value"]  # max >= mean
     ratio = records["fresh.stage2_ms_per_prefix"]["value"] / records["kept.stage2_ms_per_prefix"]["value"]
     assert records["fresh_over_kept.stage2"]["value"] == pytest.approx(ratio, rel=1e-3)
     assert {r["unit"] for r in records.values()} == {"GiB", "ms", "x"}

@@ -107,6 +107,8 @@ def test_result_json_has_rows_and_cost_per_model(sampled_run):
     assert set(delrec["train_seconds"]) == {"stage1", "stage2"} and set(teacher["train_seconds"]) == {"teacher"}
     assert 0 < delrec["trained_parameters"] < teacher["trained_parameters"] * 10
     assert all(c["test_ms_per_user"] > 0 and c["peak_memory_mb"] > 0 for c in saved["cost"].values())
+    assert set(delrec["heap_give_backs_per_stage"]) == set(delrec["peak_memory_mb_per_stage"]) == {"stage1", "stage2",
+                                                                                                   "test.delrec"}
 
 
 def test_a_folder_without_records_is_a_clear_error(tmp_path):

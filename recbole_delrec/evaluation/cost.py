@@ -51,6 +51,7 @@ class StageCosts:
         self.device = torch.device(device)
         self.seconds: dict[str, float] = {}
         self.peak_mb: dict[str, float] = {}
+        self.give_backs: dict[str, int] = {}  # passes that met ``malloc_reuse_max_share``, each paying its page faults
         self._start = 0.0
         self._releases = 0
 
@@ -66,7 +67,7 @@ class StageCosts:
         """Record ``stage`` since the last ``start()``; returns its seconds."""
         self.seconds[stage] = time.time() - self._start
         self.peak_mb[stage] = peak_memory_mb(self.device)
-        releases = bound_releases() - self._releases
+        releases = self.give_backs[stage] = bound_releases() - self._releases
         if releases:
             getLogger().info(f"{stage}: the heap gave back its free memory at {releases} passes (malloc_reuse_max_share; "
                              f"each costs that pass its page faults; peak {self.peak_mb[stage] / 1024:.1f} GiB)")
@@ -93,6 +94,7 @@ def model_cost(stages: list[str], costs: StageCosts, test_stage: str, n_users: i
         "trained_parameters": trained_parameters(model),
         "peak_memory_mb": max(peaks) if peaks else None,
         "peak_memory_mb_per_stage": {s: costs.peak_mb[s] for s in [*train, test_stage] if s in costs.peak_mb},
+        "heap_give_backs_per_stage": {s: costs.give_backs[s] for s in [*train, test_stage] if s in costs.give_backs},
     }
 
 

@@ -15,7 +15,7 @@ Batches of many lengths fragment the heap: a freed block too small for the next 
 stays resident while the heap grows for it.  In the larger budget's stage 2 (1,886 prefixes of
 varying length) the resident set grew ~50 MB per batch and the kernel killed the run at 24 GiB
 after ~200 batches, though only ~2.6 GiB was in use between batches.  So the heap is bounded:
-:func:`bound_heap` runs as every LLM pass starts (a hook on the input embeddings, where the last
+:func:`bound_heap` runs as every LLM pass starts (a hook on the backbone's ``pass_start``, where the last
 pass's temporaries are free) and gives the free memory back when the pass could take the process
 past ``malloc_reuse_max_share`` of the machine's memory: when the resident set plus the largest
 growth a pass on a warm heap has shown would pass it.  A bound on the resident set alone at the
