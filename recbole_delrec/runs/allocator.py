@@ -117,7 +117,7 @@ def bound_heap(module: nn.Module | None = None, *_: object) -> None:
     global _bound_releases, _warm_start, _released, _pass_growth
     if not _applied:
         return
-    _start_kind(getattr(module, "training", None))
+    _new_kind_of_pass(getattr(module, "training", None))
     resident = resident_bytes()
     if _warm_start is not None:
         _pass_growth = max(_pass_growth, resident - _warm_start)
@@ -128,7 +128,7 @@ def bound_heap(module: nn.Module | None = None, *_: object) -> None:
     _released = False
 
 
-def _start_kind(training: bool | None) -> None:
+def _new_kind_of_pass(training: bool | None) -> None:
     """Give back as a pass of another kind than the last starts (training after evaluation, or
     back): its batches have other shapes."""
     global _training
