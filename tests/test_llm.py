@@ -172,6 +172,19 @@ def test_llm_path_loads_a_saved_t5_through_from_pretrained(tmp_path):
     assert backbone.encode("Heat (1995)") == tokenizer("Heat (1995)", add_special_tokens=False)["input_ids"]
 
 
+def test_a_t5_title_that_spells_a_special_token_reads_as_its_characters(tmp_path):
+    """'</s>' inside a title must not end T5's scored answer (or its prompt) there."""
+    tokenizer = train_tokenizer(["Toy Story (1995)", "Heat (1995)", "a <b/> paddings"], 80)
+    config = T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=4, num_heads=2,
+                      num_layers=1, num_decoder_layers=1, decoder_start_token_id=0)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    tokenizer.save_pretrained(tmp_path / "t5")
+    backbone = load_backbone(_settings(str(tmp_path / "t5")), [])
+    (shown,), (answer,) = backbone.title_ids(["Heat </s> <pad> (1995)"])
+    assert shown == answer and not set(tokenizer.all_special_ids) & set(answer)
+    assert tokenizer.decode(answer) == "Heat </s> <pad> (1995)"
+
+
 def test_missing_llm_path_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="llm_path"):
         load_backbone(_settings(str(tmp_path / "no-such-model")), [])

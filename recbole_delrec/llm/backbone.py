@@ -74,9 +74,13 @@ class Backbone:
         """Token ids of a text, without special tokens."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
-        """:meth:`encode` of many texts in one tokenizer call (a 50k-item catalogue in seconds)."""
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    def encode_all(self, texts: Sequence[str], data: bool = False) -> list[list[int]]:
+        """:meth:`encode` of many texts in one tokenizer call (a 50k-item catalogue in seconds).
+
+        ``data``: the texts are a data set's (titles), not ours: a title that spells a special
+        token (``</s>``, ``<|im_end|>``) reads as those characters, never as the token, which would
+        end the prompt or the scored answer inside the title."""
+        return self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=data)["input_ids"]
 
     def encode_piece(self, text: str) -> list[int]:
         """A template's literal piece as it reads inside the prompt (between slots)."""
@@ -84,11 +88,11 @@ class Backbone:
 
     def prompt_titles(self, titles: Sequence[str]) -> list[list[int]]:
         """Titles as they read inside a prompt's running text (history, candidates)."""
-        return self.encode_all(titles)
+        return self.encode_all(titles, data=True)
 
     def answer_titles(self, titles: Sequence[str]) -> list[list[int]]:
         """Titles as the answer the scorer reads (without the end token)."""
-        return self.encode_all(titles)
+        return self.encode_all(titles, data=True)
 
     def title_ids(self, titles: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         """``(prompt_titles, answer_titles)`` of a catalogue's titles, what a run tokenises once."""

@@ -85,11 +85,12 @@ class CausalBackbone(Backbone):
 
     def prompt_titles(self, titles: Sequence[str]) -> list[list[int]]:
         """Each title after a space, as a word in running text (``" Star Wars (1977)"``)."""
-        return self._in_text([" " + title for title in titles])
+        return self._in_text([" " + title for title in titles], data=True)
 
-    def _in_text(self, texts: Sequence[str]) -> list[list[int]]:
+    def _in_text(self, texts: Sequence[str], data: bool = False) -> list[list[int]]:
+        """``texts`` tokenised as they read mid-text (``data``: see :meth:`encode_all`)."""
         skip = len(self.encode(ANCHOR))
-        return [ids[skip:] for ids in self.encode_all([ANCHOR + text for text in texts])]
+        return [ids[skip:] for ids in self.encode_all([ANCHOR + text for text in texts], data)]
 
     def wrap(self, template: str) -> str:
         """The chat template around the text (the user's turn, then the assistant's start).

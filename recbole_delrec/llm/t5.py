@@ -89,7 +89,7 @@ class Seq2SeqBackbone(Backbone):
 
     def title_ids(self, titles: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         """One tokenizer pass: T5 reads a title alike in the prompt and as the decoder's answer."""
-        ids = self.encode_all(titles)
+        ids = self.encode_all(titles, data=True)
         return ids, ids
 
     def scorer(self, title_ids: Sequence[Sequence[int]]) -> "Seq2SeqScorer":
