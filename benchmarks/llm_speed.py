@@ -29,7 +29,8 @@ random weights built on the device, the real T5 vocabulary).  The prompts are th
     + ``orthogonal_penalty``, backward, AdamW, ``allocate_ranks``, at global steps inside
     AdaLoRA's budgeting phase.  (c) and (d): ms per prefix, tokens/s, MFU, ms per step;
 (e) on CUDA, peak memory of (a), (c), (d) (``torch.cuda.max_memory_allocated``, reset before each,
-    weights included); a CPU process's peak RSS cannot be reset, so not on CPU;
+    weights included); a CPU process's peak RSS cannot be reset, so not on CPU; on CPU, how many
+    of (a), (c), (d)'s timed passes gave the heap back (``malloc_reuse_max_share``);
 (f) with ``--profile``: torch.profiler's top operators by self CPU time (self CUDA time on a GPU)
     of one scoring batch and one stage-2 step, printed and written as records.
 
@@ -511,14 +512,19 @@ def timings(fn, device, repeats: int, warmup: int) -> list[float]:
     return times
 
 
-def measure(fn, device, repeats: int, warmup: int) -> tuple[float, float | None]:
-    """Median milliseconds of ``fn`` after ``warmup`` calls, and peak GiB on CUDA (None on CPU)."""
+def measure(fn, device, repeats: int, warmup: int) -> dict:
+    """``pass_ms``: median milliseconds of ``fn`` after ``warmup`` calls; ``peak_gib`` on CUDA (None
+    on CPU); ``heap_give_backs``: passes that met ``malloc_reuse_max_share`` during the calls, each
+    paying its page faults (1.17-1.56x a step): a figure with any is not the steady state."""
     if device.type == "cuda":
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    from recbole_delrec.runs.allocator import bound_releases  # on sys.path once import_product ran
+
+    releases = bound_releases()
     ms = statistics.median(timings(fn, device, repeats, warmup))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return ms, peak
+    return {"pass_ms": ms, "peak_gib": peak, "heap_give_backs": bound_releases() - releases}
 
 
 def matmul_shapes(device, configs) -> list[tuple[int, int, int]]:
@@ -702,9 +708,9 @@ def stage1(model, soft_prompt, bench, settings, args, device) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    ms, peak = measure(lambda: each_batch(step, bench), device, args.repeats, args.warmup)
+    result = measure(lambda: each_batch(step, bench), device, args.repeats, args.warmup)
     soft_prompt.requires_grad_(False)
-    return {"pass_ms": ms, "peak_gib": peak}
+    return result
 
 
 def adalora_schedule(settings) -> tuple[int, int]:
@@ -737,9 +743,8 @@ def stage2(product, model, soft_prompt, bench, settings, args, device, profile: 
         optimizer.zero_grad(set_to_none=True)
         global_step[0] += 1
 
-    ms, peak = measure(lambda: each_batch(step, bench), device, args.repeats, args.warmup)
-    result = {"pass_ms": ms, "peak_gib": peak, "trainable": sum(p.numel() for p in params),
-              "first_step": first, "total_step": total}
+    result = {**measure(lambda: each_batch(step, bench), device, args.repeats, args.warmup),
+              "trainable": sum(p.numel() for p in params), "first_step": first, "total_step": total}
     if profile:
         result["profile"] = profile_ops(lambda: step(bench.batches[0]), device)
     return llm, result
@@ -755,8 +760,7 @@ def scoring(llm, soft_prompt, bench, data, settings, args, device, profile: bool
 
     with torch.no_grad():
         fast = torch.cat([score(part) for part in bench.batches]).float().cpu()  # also the first warm-up pass
-        ms, peak = measure(lambda: each_batch(score, bench), device, args.repeats, args.warmup - 1)
-        result = {"pass_ms": ms, "peak_gib": peak}
+        result = measure(lambda: each_batch(score, bench), device, args.repeats, args.warmup - 1)
         if profile:
             result["profile"] = profile_ops(lambda: score(bench.batches[0]), device)
         slow, naive_ms = naive(base, soft_prompt, bench, data, args, device, settings["n_soft_tokens"])
@@ -848,6 +852,7 @@ def records(results: dict, models: dict, rates: dict, stats: dict, text_key: str
             add(key + f"{phase}.{PER[phase]}", p[PER[phase]], "ms")
             add(key + f"{phase}.tokens_per_s", p["tokens_per_s"], "tokens/s")
             add(key + f"{phase}.peak_gib", p["peak_gib"], "GiB")
+            add(key + f"{phase}.heap_give_backs", p["heap_give_backs"], "passes (during the timed calls)")
             if phase != "scoring":
                 add(key + f"{phase}.step_ms", p["step_ms"], f"ms ({args.batch} prefixes)")
             for op, ms in p.get("profile", {}).get("ops", {}).items():

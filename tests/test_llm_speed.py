@@ -26,6 +26,7 @@ def test_one_run_measures_scoring_naive_stage1_stage2_and_profiles(tmp_path, cap
                 "cpu.tiny.scoring.speedup_vs_naive", "cpu.tiny.stage1.mfu", "cpu.tiny.stage1.ms_per_prefix",
                 "cpu.tiny.stage2.mfu", "cpu.tiny.stage2.ms_per_prefix"):
         assert records[key]["value"] > 0, key
+    assert {records[f"cpu.tiny.{phase}.heap_give_backs"]["value"] for phase in ("scoring", "stage1", "stage2")} == {0}
     assert any(k.startswith("cpu.tiny.scoring.profile.aten::") for k in records)
     assert any(k.startswith("cpu.tiny.stage2.profile.aten::") for k in records)
     assert records["cpu.tiny.scoring.mfu"]["command"].split()[1:3] == ["benchmarks/llm_speed.py", "--llm_path"]
