@@ -6,7 +6,8 @@ import pytest
 from recbole.data import create_dataset
 
 from recbole_delrec.config import isolated_config
-from recbole_delrec.data.titles import ItemText, normalize_title
+from recbole_delrec.data.losses import log_title_losses
+from recbole_delrec.data.titles import ItemText, TitleTokens, normalize_title
 from tests.conftest import tiny_dict
 
 
@@ -79,3 +80,19 @@ def test_dataset_without_item_file_names_the_file(tmp_path):
     dataset._change_feat_format()
     with pytest.raises(ValueError, match=r"toy\.item"):
         ItemText.from_dataset(dataset, "title")
+
+
+def test_items_whose_scored_titles_are_alike_are_counted_and_logged(caplog):
+    """Duplicate titles, and titles that differ only after the cut, read as one to the LLM."""
+    text = ItemText(("[PAD]", "Heat (1995)", "Heat (1995)", "Long one a", "Long one b", "Other"), n_fallback=0)
+    encoded = [[0], [5, 6], [5, 6], [7, 8, 9, 1], [7, 8, 9, 2], [5]]
+    scored = TitleTokens.cut(encoded, 3)
+    assert scored.alike() == [[1, 2], [3, 4]] and TitleTokens.cut(encoded, 4).alike() == [[1, 2]]
+    with caplog.at_level("WARNING"):
+        log_title_losses("shop", text, TitleTokens.cut(encoded, 4), scored)
+    assert ("Titles: 4 of 5 items share their scored title with another item (2 groups, e.g. 'Heat (1995)')"
+            in caplog.text) and "in 'shop.item'" in caplog.text
+    caplog.clear()
+    distinct = TitleTokens.cut([[0], [5, 6], [5]], 3)
+    log_title_losses("shop", ItemText(("[PAD]", "Heat (1995)", "Other"), n_fallback=0), distinct, distinct)
+    assert "share their scored title" not in caplog.text

@@ -17,7 +17,7 @@ from logging import getLogger
 from recbole.config import Config
 from recbole.data.dataset import SequentialDataset
 
-from recbole_delrec.data.titles import TitleTokens
+from recbole_delrec.data.titles import ItemText, TitleTokens
 
 
 def log_losses(dataset) -> None:
@@ -125,12 +125,13 @@ def short_users(per_user: Mapping, split: Mapping) -> str | None:
     )
 
 
-def log_title_losses(dataset_name: str, n_fallback: int, n_items: int, prompt: TitleTokens, scored: TitleTokens) -> None:
-    """Titles that fell back to ``item <token>``, and titles cut to their token budgets."""
-    logger = getLogger()
-    if n_fallback:
+def log_title_losses(dataset_name: str, text: ItemText, prompt: TitleTokens, scored: TitleTokens) -> None:
+    """Titles that fell back to ``item <token>``, titles cut to their token budgets, and items
+    whose scored titles are alike (the LLM gives them one score)."""
+    logger, n_items = getLogger(), len(text) - 1
+    if text.n_fallback:
         logger.warning(
-            f"Titles: {n_fallback:,} of {n_items:,} items have no title in '{dataset_name}.item' "
+            f"Titles: {text.n_fallback:,} of {n_items:,} items have no title in '{dataset_name}.item' "
             f"and are shown as 'item <token>': give them a title in that file to keep their text."
         )
     for budget, option, where in ((prompt, "max_prompt_title_tokens", "in prompts"),
@@ -140,6 +141,14 @@ def log_title_losses(dataset_name: str, n_fallback: int, n_items: int, prompt: T
                 f"Titles: {budget.n_cut:,} of {n_items:,} titles are cut to {option}={budget.budget} "
                 f"tokens {where} (the longest has {budget.longest}): raise `{option}` to keep them whole."
             )
+    alike = scored.alike()
+    if alike:
+        logger.warning(
+            f"Titles: {sum(map(len, alike)):,} of {n_items:,} items share their scored title with another item "
+            f"({len(alike):,} groups, e.g. '{text[alike[0][0]]}'): the LLM scores each group alike. Tell them "
+            f"apart in '{dataset_name}.item' (a year column: `title_year_field`), or raise `max_title_tokens` "
+            f"where titles differ only after its first {scored.budget} tokens."
+        )
 
 
 def log_history_cuts(builders: Mapping, max_prompt_tokens: int) -> None:

@@ -15,6 +15,7 @@ shown in prompts (``max_prompt_title_tokens``), one for the title the decoder sc
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -89,6 +90,15 @@ class TitleTokens:
     budget: int
     n_cut: int  # titles (padding item excluded) that lost tokens to the budget
     longest: int  # tokens of the longest title before the cut
+
+    def alike(self) -> list[list[int]]:
+        """Groups of items (ids; the padding item left out) whose titles are the same token ids:
+        the LLM cannot tell them apart (a catalogue's duplicate titles, or long titles that
+        differ only after the budget's cut)."""
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for item, ids in enumerate(self.ids[1:], start=1):
+            groups[tuple(ids)].append(item)
+        return [items for items in groups.values() if len(items) > 1]
 
     @classmethod
     def cut(cls, encoded: Sequence[Sequence[int]], budget: int) -> "TitleTokens":

@@ -71,7 +71,7 @@ class DELRec(SequentialRecommender):
         prompt_ids, answer_ids = backbone.title_ids(self.item_text.titles)
         prompt_titles = TitleTokens.cut(prompt_ids, config["max_prompt_title_tokens"])
         scored_titles = TitleTokens.cut(answer_ids, config["max_title_tokens"])
-        log_title_losses(dataset.dataset_name, self.item_text.n_fallback, dataset.item_num - 1, prompt_titles, scored_titles)
+        log_title_losses(dataset.dataset_name, self.item_text, prompt_titles, scored_titles)
         self.max_prompt_tokens = config["max_prompt_tokens"]
         self.prompts = self._builders(config, templates, backbone, prompt_titles.ids)
         check_candidates(config)  # RecBole's run_recbole runs no plugin check: resolved before anything reads it
