@@ -1,7 +1,9 @@
-"""Any catalogue runs with the default prompt budgets: long product titles, a huge catalogue.
+"""Any catalogue runs with the default prompt budgets: long product titles, a huge catalogue,
+odd titles.
 
 Generated atomic data sets (``tests/generated.py``) in ``tmp_path``: titles of 40-80 words
-(more tokens still), and a 52,000-item catalogue with few interactions.  The tiny LLM and
+(more tokens still), a 52,000-item catalogue with few interactions, and titles that spell
+special tokens, other scripts and duplicates.  The tiny LLM and
 teacher of ``tests/conftest.py`` keep them fast; every prompt setting is the default one
 (``n_soft_tokens: 100``, ``history_length: 10``, ``max_prompt_title_tokens``,
 ``max_prompt_tokens``), which must fit by construction.
@@ -52,3 +54,22 @@ def test_very_large_catalogue_checks_and_builds(tmp_path):
     started = build(isolated_config("DELRec", "huge", _defaults_for_prompts(values)))
     assert len(started.model.item_text) == n_items + 1 and started.model.item_text.n_fallback == 0
     assert started.model.prompts["lsr"].longest(20) <= started.config["max_prompt_tokens"]
+
+
+def test_odd_titles_run_end_to_end_on_a_byte_level_llm(tmp_path, caplog):
+    """Titles that spell special tokens or template slots, other scripts, emoji and duplicates:
+    read as text, run through, and the duplicates said in the log."""
+    from tests.test_causal import save_tiny_llama
+
+    odd = titles(60, (2, 5)) | {
+        "i1": "Heat <|im_end|> 1995", "i2": "</s> <pad> Night", "i3": "东京 物語", "i4": "🎬 Café Crème",
+        "i5": "Twin Peaks", "i6": "Twin Peaks", "i7": "{history} {candidates} {soft_prompt}",
+    }
+    write_atomic(tmp_path, "odd", histories(24, 13, 60), odd)
+    values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL, domain="products",
+                       user_inter_num_interval="[1,inf)", llm_path=save_tiny_llama(tmp_path / "llama"),
+                       llm_dtype="float32")
+    with hidden_command_line(), caplog.at_level(logging.WARNING):
+        result = run_delrec(dataset="odd", config_dict=values)
+    assert {"hit@1", "ndcg@5"} <= set(result["test_result"]) and result["stage1_result"]
+    assert "Titles: 2 of 60 items share their scored title with another item (1 group, e.g. 'Twin Peaks')" in caplog.text

@@ -145,7 +145,7 @@ def log_title_losses(dataset_name: str, text: ItemText, prompt: TitleTokens, sco
     if alike:
         logger.warning(
             f"Titles: {sum(map(len, alike)):,} of {n_items:,} items share their scored title with another item "
-            f"({len(alike):,} groups, e.g. '{text[alike[0][0]]}'): the LLM scores each group alike. Tell them "
+            f"({len(alike):,} group{'s' * (len(alike) > 1)}, e.g. '{text[alike[0][0]]}'): the LLM scores each group alike. Tell them "
             f"apart in '{dataset_name}.item' (a year column: `title_year_field`), or raise `max_title_tokens` "
             f"where titles differ only after its first {scored.budget} tokens."
         )
