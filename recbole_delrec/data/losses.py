@@ -143,11 +143,12 @@ def log_title_losses(dataset_name: str, text: ItemText, prompt: TitleTokens, sco
             )
     alike = scored.alike()
     if alike:
+        groups = f"{len(alike):,} group{'s' * (len(alike) > 1)}"
         logger.warning(
             f"Titles: {sum(map(len, alike)):,} of {n_items:,} items share their scored title with another item "
-            f"({len(alike):,} group{'s' * (len(alike) > 1)}, e.g. '{text[alike[0][0]]}'): the LLM scores each group alike. Tell them "
-            f"apart in '{dataset_name}.item' (a year column: `title_year_field`), or raise `max_title_tokens` "
-            f"where titles differ only after its first {scored.budget} tokens."
+            f"({groups}, e.g. '{text[alike[0][0]]}'): the LLM scores each group alike. Tell them apart in "
+            f"'{dataset_name}.item' (a year column: `title_year_field`), or raise `max_title_tokens` where "
+            f"titles differ only after its first {scored.budget} tokens."
         )
 
 
