@@ -66,3 +66,14 @@ def write_atomic(
         lines = ["\t".join(item_header)] + [f"{item}\t{title}" for item, title in items.items()]
         (folder / f"{name}.item").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def rename_fields(root: Path, name: str, renames: Mapping[str, str]) -> None:
+    """Rename columns in the headers of ``name``'s ``.inter`` and ``.item`` (``{"item_id": "iid"}``):
+    a data set whose fields are not called as RecBole's defaults."""
+    for suffix in ("inter", "item"):
+        path = root / name / f"{name}.{suffix}"
+        head, _, body = path.read_text(encoding="utf-8").partition("\n")
+        columns = [column.split(":", 1) for column in head.split("\t")]
+        head = "\t".join(f"{renames.get(field, field)}:{kind}" for field, kind in columns)
+        path.write_text(f"{head}\n{body}", encoding="utf-8")

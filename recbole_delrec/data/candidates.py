@@ -26,6 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from recbole_delrec.data.fields import item_seq_field
 from recbole_delrec.runs.artifacts import atomic_write
 
 if TYPE_CHECKING:  # the protocol (candidates_per_prompt) is read without RecBole by the benchmarks
@@ -133,7 +134,7 @@ class CandidateSampler:
     def from_dataset(cls, dataset: Dataset, n_candidates: int, seed: int) -> "CandidateSampler":
         """User-by-item history from every prefix and target in ``dataset``."""
         feat = dataset.inter_feat
-        lists = feat[dataset.item_id_list_field].numpy()
+        lists = feat[item_seq_field(dataset)].numpy()
         users = feat[dataset.uid_field].numpy()
         rows = np.concatenate([np.repeat(users, lists.shape[1]), users])
         cols = np.concatenate([lists.reshape(-1), feat[dataset.iid_field].numpy()])
@@ -223,7 +224,7 @@ class CandidateSets:
         """Make sure every (user, target) row of the split ``dataset`` has its set."""
         feat = dataset.inter_feat
         users, targets = feat[dataset.uid_field].numpy(), feat[dataset.iid_field].numpy()
-        histories = feat[dataset.item_id_list_field].numpy()
+        histories = feat[item_seq_field(dataset)].numpy()
         known = self.sets.setdefault(phase, {})
         for user, target, history in zip(users.tolist(), targets.tolist(), histories):
             if user not in known and self.draw is not None:

@@ -31,6 +31,7 @@ from recbole.data.dataset import Dataset
 
 from recbole_delrec import distributed
 from recbole_delrec.evaluation.outcomes import metric_names, outcome
+from recbole_delrec.data.fields import item_seq_field
 from recbole_delrec.evaluation.scoring import Scored, user_rows
 from recbole_delrec.runs.artifacts import atomic_write, save_json
 from recbole_delrec.runs.folder import RunDirectory
@@ -45,7 +46,7 @@ def training_counts(train: Dataset) -> tuple[np.ndarray, np.ndarray]:
     feat = train.inter_feat
     users, targets = feat[train.uid_field].numpy(), feat[train.iid_field].numpy()
     first_rows = feat[train.item_list_length_field].numpy() == 1
-    firsts = feat[train.item_id_list_field].numpy()[first_rows, 0]
+    firsts = feat[item_seq_field(train)].numpy()[first_rows, 0]
     per_user = np.bincount(users, minlength=train.user_num) + np.bincount(users[first_rows], minlength=train.user_num)
     per_item = np.bincount(targets, minlength=train.item_num) + np.bincount(firsts, minlength=train.item_num)
     return per_user, per_item
@@ -136,6 +137,6 @@ def prompt_history_lengths(model, eval_data, candidate_sets) -> dict[int, int]:
         rows = user_rows(batch)[0]
         users = rows[dataset.uid_field]
         candidates = None if candidate_sets is None else candidate_sets.rows(
-            phase, users, rows[dataset.iid_field], rows[dataset.item_id_list_field])
+            phase, users, rows[dataset.iid_field], rows[item_seq_field(dataset)])
         shown.update(zip(users.tolist(), model.shown_history(rows.to(model.device), candidates)))
     return {user: n for part in distributed.gathered(shown) for user, n in part.items()}

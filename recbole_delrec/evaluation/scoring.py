@@ -23,6 +23,7 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_delrec.data.candidates import CandidateSets
+from recbole_delrec.data.fields import item_seq_field
 
 
 @dataclass
@@ -121,7 +122,7 @@ def score(
     for batch in batches:
         rows, positive_u, positive_i, history_index = user_rows(batch)
         users = rows[dataset.uid_field]
-        candidates = None if full else candidate_sets.rows(phase, users, rows[dataset.iid_field], rows[dataset.item_id_list_field])
+        candidates = None if full else candidate_sets.rows(phase, users, rows[dataset.iid_field], rows[item_seq_field(dataset)])
         scores = score_matrix(model, rows, n_items, candidates, history_index)
         collector.eval_batch_collect(scores, rows, positive_u, positive_i)
         ranks, top1 = target_ranks(scores[positive_u], positive_i, max(topk))

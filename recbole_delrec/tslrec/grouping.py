@@ -17,6 +17,8 @@ import torch
 from recbole.data.dataset import Dataset
 from recbole.model.abstract_recommender import SequentialRecommender
 
+from recbole_delrec.data.fields import item_seq_field
+
 NO_GROUP = -1
 
 
@@ -87,7 +89,7 @@ def user_sequences(dataset: Dataset) -> dict[int, list[int]]:
     feat = dataset.inter_feat
     users = feat[dataset.uid_field].numpy()
     targets = feat[dataset.iid_field].numpy()
-    lists = feat[dataset.item_id_list_field].numpy()
+    lists = feat[item_seq_field(dataset)].numpy()
     times = feat[dataset.time_field].numpy() if dataset.time_field in feat else np.zeros(len(feat))
     order = np.lexsort((np.arange(len(feat)), times, users))
     sequences: dict[int, list[int]] = {}
