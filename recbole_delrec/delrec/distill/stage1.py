@@ -25,6 +25,7 @@ from recbole_delrec import distributed
 from recbole_delrec.delrec.distill.batching import bucketed_batches, padding_share
 from recbole_delrec.delrec.distill.examples import RPSExample, TAExample, rps_examples, ta_examples
 from recbole_delrec.delrec.distill.weighting import task_weights
+from recbole_delrec.data.fields import item_seq_field
 from recbole_delrec.data.prefixes import latest_prefix_rows
 
 TASK_NAMES = ("ta", "rps")
@@ -56,7 +57,20 @@ class SoftPromptDistiller:
         examples = {task: self._examples(task, [users[i] for i in train], [sequences[i] for i in train])
                     for task in self.tasks}
         fidelity = self._examples("rps", [users[i] for i in test], [sequences[i] for i in test])
-        return examples, fidelity
+        return self._without_empty_tasks(examples, [len(sequences[i]) for i in train]), fidelity
+
+    def _without_empty_tasks(self, examples: dict[str, list], lengths: list[int]) -> dict[str, list]:
+        """The tasks that have examples: a catalogue of short histories has no TA example (a TA
+        prompt needs a demonstration and a query), and stage 1 then trains on the others."""
+        for task in [t for t, items in examples.items() if not items]:
+            need = (f"a training sequence of {self.config['ta_demo_length'] + self.config['ta_query_length'] + 2} "
+                    f"items (ta_demo_length + ta_query_length + 2)" if task == "ta" else "a training prefix")
+            rest = ", ".join(t for t, items in examples.items() if items)
+            self.logger.warning(set_color("Stage 1", "yellow") + f": no {task} example: a {task} prompt needs {need}, "
+                                f"and the longest of these {len(lengths)} users has {max(lengths, default=0)}; stage 1 "
+                                f"trains on {rest or 'nothing (the soft prompt stays random)'}"
+                                + (". Lower ta_demo_length and ta_query_length to keep it." if task == "ta" else "."))
+        return {t: items for t, items in examples.items() if items}
 
     def _holdout(self, users: Sequence[int]) -> set[int]:
         distinct = np.unique(users)
@@ -126,7 +140,7 @@ class SoftPromptDistiller:
         optimizer = torch.optim.Adam(prompt.parameters(), lr=self.config["stage1_learning_rate"])
         # RecBole's enable_scaler (fp16 on CUDA only, as RecBole's Trainer does it)
         scaler = torch.amp.GradScaler(enabled=torch.cuda.is_available() and bool(self.config["enable_scaler"]))
-        for epoch in range(self.config["stage1_epochs"]):
+        for epoch in range(self.config["stage1_epochs"] if examples else 0):
             losses = self._epoch(examples, lengths, optimizer, scaler, epoch)
             fidelity = self.fidelity(holdout)
             self.logger.info(set_color("Stage 1", "green") + f": epoch {epoch} {losses} fidelity {fidelity:.4f}")
@@ -137,7 +151,7 @@ class SoftPromptDistiller:
 
     def _keep(self, before: float, best: float, best_state: dict | None) -> float:
         """Load the best trained soft prompt (none without an epoch) and return its fidelity."""
-        if best_state is None:  # stage1_epochs: 0, nothing trained
+        if best_state is None:  # no epoch ran (stage1_epochs: 0, or no example): nothing trained
             return before
         self.model.soft_prompt.load_state_dict(best_state)
         if best <= before:
@@ -204,7 +218,7 @@ class SoftPromptDistiller:
 def _training_sequences(dataset, per_user: int) -> tuple[list[int], list[list[int]]]:
     """(user, item sequence incl. target) of each user's latest training prefixes."""
     feat = dataset.inter_feat[latest_prefix_rows(dataset, per_user)]
-    seqs = feat[dataset.item_id_list_field].tolist()
+    seqs = feat[item_seq_field(dataset)].tolist()
     lengths = feat[dataset.item_list_length_field].tolist()
     targets = feat[dataset.iid_field].tolist()
     users = feat[dataset.uid_field].tolist()
