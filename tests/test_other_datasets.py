@@ -1,0 +1,61 @@
+"""Data sets unlike ML-100K run end to end: fields with other names, histories too short for
+a TA prompt.
+
+Generated atomic files (``tests/generated.py``) in ``tmp_path``, the tiny T5 and teacher of
+``tests/conftest.py``.  RecBole names its history column after the item field (``iid_list``),
+and stage 1 builds TA examples only from long enough sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from recbole_delrec import run_delrec
+from recbole_delrec.config import hidden_command_line
+from recbole_delrec.tslrec.quick_start import run_tslrec
+from tests.conftest import tiny_dict
+from tests.generated import LOAD_COL, histories, rename_fields, titles, write_atomic
+from tests.test_tslrec import tsl_dict
+
+RENAMED = {"user_id": "uid", "item_id": "iid", "timestamp": "ts", "title": "name"}
+FIELDS = {"USER_ID_FIELD": "uid", "ITEM_ID_FIELD": "iid", "TIME_FIELD": "ts", "title_field": "name",
+          "load_col": {"inter": ["uid", "iid", "ts"], "item": ["iid", "name"]}}
+
+
+@pytest.fixture
+def renamed(tmp_path):
+    """A catalogue whose fields are uid, iid, ts and name; histories long enough for TA."""
+    write_atomic(tmp_path, "renamed", histories(24, 12, 60), titles(60, (2, 5)))
+    rename_fields(tmp_path, "renamed", RENAMED)
+    return tmp_path
+
+
+def test_delrec_runs_on_fields_with_other_names(renamed, caplog):
+    values = tiny_dict(renamed / "saved", data_path=str(renamed), domain="products", user_inter_num_interval="[1,inf)",
+                       **FIELDS)
+    with hidden_command_line(), caplog.at_level(logging.WARNING):
+        result = run_delrec(dataset="renamed", config_dict=values)
+    assert {"hit@1", "ndcg@5"} <= set(result["test_result"])
+    assert "no ta example" not in caplog.text  # both tasks trained
+
+
+def test_tslrec_runs_on_fields_with_other_names(renamed):
+    values = tsl_dict(renamed / "saved", data_path=str(renamed), user_inter_num_interval="[1,inf)", **FIELDS)
+    with hidden_command_line():
+        result = run_tslrec("renamed", "SASRec", config_dict=values)
+    assert {"base", "ci", "tslrec"} <= set(result) and "hit@10" in result["tslrec"]
+
+
+def test_histories_too_short_for_ta_train_stage1_on_rps_and_say_so(tmp_path, caplog):
+    """Eight interactions per user leave training sequences of at most 6 items; a TA prompt
+    needs ta_demo_length + ta_query_length + 2 = 8."""
+    write_atomic(tmp_path, "short", histories(24, 8, 60), titles(60, (2, 5)))
+    values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL, domain="products",
+                       user_inter_num_interval="[1,inf)", delrec_tasks=["ta", "rps"])
+    with hidden_command_line(), caplog.at_level(logging.WARNING):
+        result = run_delrec(dataset="short", config_dict=values)
+    assert {"hit@1", "ndcg@5"} <= set(result["test_result"]) and result["stage1_result"]
+    assert "no ta example: a ta prompt needs a training sequence of 8 items" in caplog.text
+    assert "the longest of these 22 users has 6; stage 1 trains on rps" in caplog.text
