@@ -22,16 +22,24 @@ patch that fails without it.
   RecBole's own logic with those three points mended: ``use_gpu: False`` means the CPU, the
   backend is NCCL on GPUs and gloo on CPUs (or the ``backend`` key), and DDP gets
   ``device_ids`` only for a model on a GPU.
+* RecBole reads atomic files with pandas' CSV quoting, which the atomic format does not have:
+  a title that starts with a double quote stops the load with a parser error, and an
+  unmatched one silently joins every row up to the next quote into one title.  RecBole's
+  data set module gets a ``read_csv`` that reads quotes as text, except a whole field quoted
+  the way ``csv.writer`` (and so ``recbole_delrec.convert``) writes it, which reads as before.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import pandas as pd
+import recbole.data.dataset.dataset as recbole_dataset_module
 import torch
 import torch.distributed as dist
 from recbole.config import Config
@@ -124,6 +132,38 @@ def _device_and_ddp() -> None:
     AbstractTrainer.__init__ = _trainer_init
 
 
+def _unquoted(column: pd.Series) -> pd.Series:
+    """A text column read without quoting, with the fields that ``csv.writer`` quoted
+    (``"The ""Best"" of"``, as ``recbole_delrec.convert`` writes them) read back as
+    written; any other field, a bare leading quote included, is kept as it is."""
+    text = column.dropna()
+    text = text[text.str.len().ge(2) & text.str.startswith('"') & text.str.endswith('"')].str[1:-1]
+    text = text[~text.str.replace('""', "", regex=False).str.contains('"', regex=False)]
+    column = column.copy()
+    column[text.index] = text.str.replace('""', '"', regex=False)
+    return column
+
+
+class _LiteralQuotesPandas:
+    """pandas as RecBole's atomic-file reader sees it: ``read_csv`` takes a quote inside or at
+    the start of a field as text (the atomic format has no quoting), everything else is pandas
+    itself."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(pd, name)
+
+    @staticmethod
+    def read_csv(*args: Any, **kwargs: Any) -> pd.DataFrame:
+        frame = pd.read_csv(*args, quoting=csv.QUOTE_NONE, **kwargs)
+        for name in frame.columns[frame.dtypes == object]:
+            frame[name] = _unquoted(frame[name])
+        return frame
+
+
+def _literal_quotes() -> None:
+    recbole_dataset_module.pd = _LiteralQuotesPandas()
+
+
 @dataclass(frozen=True)
 class Patch:
     """One mend: what it works around, and the function that applies it."""
@@ -140,6 +180,9 @@ PATCHES = (
           "which pickle its Config: Trainer.evaluate(load_best_model=True) fails", _safe_checkpoints),
     Patch("device_and_ddp", "RecBole ignores use_gpu, hard-codes NCCL/CUDA in distributed mode and gives "
           "DDP device_ids for CPU models", _device_and_ddp),
+    Patch("literal_quotes", "RecBole reads atomic files with pandas' CSV quoting: a field that starts with a "
+          "double quote (a title '\"Weird Al\" Yankovic') stops the load with a parser error, and an unmatched "
+          "one silently joins the rows up to the next quote into one title", _literal_quotes),
 )
 
 

@@ -57,13 +57,14 @@ def test_very_large_catalogue_checks_and_builds(tmp_path):
 
 
 def test_odd_titles_run_end_to_end_on_a_byte_level_llm(tmp_path, caplog):
-    """Titles that spell special tokens or template slots, other scripts, emoji and duplicates:
-    read as text, run through, and the duplicates said in the log."""
+    """Titles that spell special tokens or template slots, other scripts, emoji, double quotes
+    and duplicates: read as text, run through, and the duplicates said in the log."""
     from tests.test_causal import save_tiny_llama
 
     odd = titles(60, (2, 5)) | {
         "i1": "Heat <|im_end|> 1995", "i2": "</s> <pad> Night", "i3": "东京 物語", "i4": "🎬 Café Crème",
         "i5": "Twin Peaks", "i6": "Twin Peaks", "i7": "{history} {candidates} {soft_prompt}",
+        "i8": '"Weird Al" Yankovic Live', "i9": '12" Vinyl',
     }
     write_atomic(tmp_path, "odd", histories(24, 13, 60), odd)
     values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL, domain="products",

@@ -10,9 +10,12 @@ from recbole.model.sequential_recommender import GRU4Rec
 from recbole.trainer import Trainer
 from recbole.utils import ModelType, get_model, get_trainer, init_seed
 
-from recbole_delrec import DELRec, DELRecTrainer
+from recbole.data import create_dataset
+
+from recbole_delrec import DELRec, DELRecTrainer, register
 from recbole_delrec.config import isolated_config
 from tests.conftest import tiny_dict
+from tests.generated import LOAD_COL, histories, titles, write_atomic
 
 
 def test_recbole_lookups_find_the_plugin():
@@ -41,10 +44,11 @@ import recbole.trainer, recbole.utils
 from recbole.config import Config
 from recbole.trainer import Trainer
 from recbole.utils import ModelType
-saved, init_device = Trainer._save_checkpoint, Config._init_device
+import recbole.data.dataset.dataset as reader
+saved, init_device, pandas = Trainer._save_checkpoint, Config._init_device, reader.pd
 import recbole_delrec, recbole_delrec.llm.scoring, recbole_delrec.delrec.model, recbole_delrec.tslrec.model
 recbole.utils.get_model("SASRec")  # RecBole used without the plugin's models
-assert Trainer._save_checkpoint is saved and Config._init_device is init_device, "importing the plugin mended RecBole"
+assert Trainer._save_checkpoint is saved and Config._init_device is init_device and reader.pd is pandas, "importing the plugin mended RecBole"
 assert not hasattr(recbole.trainer, "DELRecTrainer"), "importing the plugin registered its trainer"
 assert recbole.utils.get_model.__module__ == "recbole.utils.utils"
 assert recbole.utils.get_model("DELRec") is recbole_delrec.DELRec  # no register() call
@@ -77,3 +81,19 @@ def test_recbole_checkpoints_load_safely(tiny_data, tmp_path):
     checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
     assert checkpoint["config"]["model"] == "GRU4Rec"
     model.load_state_dict(checkpoint["state_dict"])
+
+
+def test_titles_with_double_quotes_load_as_written(tmp_path):
+    """compat's ``literal_quotes``: without it RecBole stops at the first title and, with
+    the unmatched quote of ``i3``, would join rows ``i3`` to ``i5`` into one title; a field
+    quoted as ``csv.writer`` writes it (the converters' files) still reads as before."""
+    names = titles(8, (2, 3))
+    names.update(i1='"Weird Al" Yankovic Live', i2='12" Vinyl Record', i3='"Unclosed quote', i5='Ends "here"')
+    write_atomic(tmp_path, "quotes", histories(6, 5, 8), {**names, "i6": '"The ""Best"" of"'})
+    register()
+    config = isolated_config("DELRec", "quotes", tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL,
+                                                         user_inter_num_interval="[1,inf)"))
+    dataset = create_dataset(config)
+    read = {dataset.id2token("item_id", i): " ".join(dataset.id2token("title", [t for t in row.tolist() if t]))
+            for i, row in enumerate(dataset.item_feat["title"]) if i}
+    assert read == {**names, "i6": 'The "Best" of'}
