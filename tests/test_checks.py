@@ -72,6 +72,23 @@ def test_ml100k_title_field_checked_against_the_bundled_copy(tmp_path):
                "'movie_title:token_seq'", dataset="ml-100k")
 
 
+def test_a_byte_outside_the_encoding_names_the_file_and_line(toy, tmp_path):
+    item = tmp_path / "toy" / "toy.item"
+    item.write_bytes(item.read_bytes().replace(b"\ni7\t", b"\ni7\tCaf\xe9 ", 1))  # latin-1, not UTF-8
+    fails_fast(toy, "toy.item, line 8: byte 0xe9 is not utf-8", "set `encoding`")
+    toy["encoding"] = "latin-1"  # the fix the message gives
+    started = build(isolated_config("DELRec", "toy", toy))
+    assert started.model.item_text[started.train_data._dataset.token2id("item_id", "i7")].startswith("Café ")
+
+
+def test_a_byte_order_mark_names_the_file_and_the_encoding_that_reads_it(toy, tmp_path):
+    inter = tmp_path / "toy" / "toy.inter"
+    inter.write_bytes(b"\xef\xbb\xbf" + inter.read_bytes())
+    fails_fast(toy, "toy.inter starts with a byte-order mark", "'\\ufeffuser_id:token'", "`encoding: utf-8-sig`")
+    toy["encoding"] = "utf-8-sig"
+    assert build(isolated_config("DELRec", "toy", toy)).model.item_text[1]
+
+
 def test_timestamp_not_loaded(toy):
     toy["load_col"] = {"inter": ["user_id", "item_id"], "item": ["item_id", "title"]}
     fails_fast(toy, "TIME_FIELD 'timestamp'", "will not load it", "eval_args.order: TO",
