@@ -89,6 +89,14 @@ def test_a_byte_order_mark_names_the_file_and_the_encoding_that_reads_it(toy, tm
     assert build(isolated_config("DELRec", "toy", toy)).model.item_text[1]
 
 
+def test_text_in_a_float_column_names_the_file(toy, tmp_path):
+    inter = tmp_path / "toy" / "toy.inter"
+    lines = inter.read_text().splitlines()
+    inter.write_text("\n".join(lines[:4] + [lines[4].rsplit("\t", 1)[0] + "\t2020-01-03"] + lines[5:]) + "\n")
+    fails_fast(toy, "RecBole could not read", "toy.inter: Unable to convert column timestamp:float",
+               "a timestamp as Unix seconds")
+
+
 def test_timestamp_not_loaded(toy):
     toy["load_col"] = {"inter": ["user_id", "item_id"], "item": ["item_id", "title"]}
     fails_fast(toy, "TIME_FIELD 'timestamp'", "will not load it", "eval_args.order: TO",

@@ -74,3 +74,19 @@ def test_k_core_and_short_users_are_said(tmp_path, caplog):
     assert "user_inter_num_interval [3,inf)" in text and "widen those intervals" in text
     assert "5 users have fewer than 4 interactions (5 with 3)" in text and "LS: valid_and_test" in text
 
+
+
+def test_interactions_without_a_time_are_counted(tmp_path, caplog):
+    """RecBole fills a missing float with the column's mean: such an interaction moves to the
+    middle of its user's sequence, which the log must say."""
+    write_atomic(tmp_path, "untimed", histories(10, 6, N_ITEMS), titles(N_ITEMS, (2, 5)))
+    inter = tmp_path / "untimed" / "untimed.inter"
+    lines = inter.read_text().splitlines()
+    for row in (3, 9):
+        lines[row] = lines[row].rsplit("\t", 1)[0] + "\t"
+    inter.write_text("\n".join(lines) + "\n")
+    values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL, user_inter_num_interval="[1,inf)")
+    with caplog.at_level(logging.WARNING):
+        prepare_data(isolated_config("DELRec", "untimed", values))
+    assert "Loading 'untimed': 2 of 60 interactions have no timestamp; RecBole gave them the column's mean" \
+        in "\n".join(_warnings(caplog))

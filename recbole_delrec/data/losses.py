@@ -28,11 +28,36 @@ def log_losses(dataset) -> None:
 
 
 class LossReportingDataset(SequentialDataset):
-    """RecBole's ``SequentialDataset``, with what each filtering step removed in ``losses``."""
+    """RecBole's ``SequentialDataset``, with what each filtering step removed in ``losses``,
+    and the file named when one cannot be parsed."""
 
     def __init__(self, config: Config) -> None:
         self.losses: list[str] = []
         super().__init__(config)
+
+    def _load_feat(self, filepath: str, source):
+        """RecBole's reader; a value it cannot parse (text in a ``:float`` column) is reported
+        with the file it is in, which pandas' message leaves out."""
+        try:
+            return super()._load_feat(filepath, source)
+        except ValueError as error:  # pandas' ParserError included
+            raise ValueError(
+                f"RecBole could not read {filepath}: {error}. Atomic files are tab-separated with a "
+                f"'name:type' header, and a ':float' column holds numbers only (a timestamp as Unix seconds)."
+            ) from error
+
+    def _fill_nan(self) -> None:
+        """RecBole gives an interaction without a time the column's mean, which puts it
+        mid-way in its user's sequence: the log says how many there were."""
+        times = self.inter_feat[self.time_field] if self.time_field in self.inter_feat else None
+        missing = 0 if times is None else int(times.isna().sum())
+        super()._fill_nan()
+        if missing:
+            self.losses.append(
+                f"Loading '{self.dataset_name}': {missing:,} of {len(times):,} interactions have no {self.time_field}; "
+                f"RecBole gave them the column's mean, which orders them mid-way in their users' sequences. "
+                f"Fill in their {self.time_field} in {self.dataset_name}.inter, or drop those rows."
+            )
 
     def _filter_nan_user_or_item(self) -> None:
         self._measured(super()._filter_nan_user_or_item, "have no user or item id in their row",
