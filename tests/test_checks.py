@@ -97,6 +97,13 @@ def test_text_in_a_float_column_names_the_file(toy, tmp_path):
                "a timestamp as Unix seconds")
 
 
+@pytest.mark.parametrize("suffix", ["inter", "item"])
+def test_a_file_with_a_header_and_no_rows_is_named(toy, tmp_path, suffix):
+    path = tmp_path / "toy" / f"toy.{suffix}"
+    path.write_text(path.read_text().splitlines()[0] + "\n\n")
+    fails_fast(toy, f"toy.{suffix} has a header", "and no rows")
+
+
 def test_timestamp_not_loaded(toy):
     toy["load_col"] = {"inter": ["user_id", "item_id"], "item": ["item_id", "title"]}
     fails_fast(toy, "TIME_FIELD 'timestamp'", "will not load it", "eval_args.order: TO",

@@ -72,10 +72,14 @@ def readable(path: Path, config: Config, chunk: int = 1 << 24) -> None:
 
 
 def header(path: Path, config: Config) -> dict[str, str]:
-    """``{column: type}`` of an atomic file's first line (once the whole file is :func:`readable`)."""
+    """``{column: type}`` of an atomic file's first line, once the whole file is :func:`readable`
+    and a row follows the header (RecBole fails on an empty file with no file named)."""
     readable(path, config)
     with open(path, encoding=config["encoding"]) as file:
         first = file.readline().rstrip("\r\n")
+        if not any(line.strip() for line in file):  # stops at the first row
+            raise ValueError(f"{path} has a header ({first!r}) and no rows: fill it, or point `data_path` at the "
+                             f"folder that holds the whole data set.")
     return dict(
         (column.split(":", 1) + [""])[:2] for column in first.split(config["field_separator"]) if column
     )
