@@ -1,5 +1,5 @@
-"""Data sets unlike ML-100K run end to end: fields with other names, histories too short for
-a TA prompt.
+"""Data sets unlike ML-100K run end to end: no settings at all, fields with other names,
+histories too short for a TA prompt.
 
 Generated atomic files (``tests/generated.py``) in ``tmp_path``, the tiny T5 and teacher of
 ``tests/conftest.py``.  RecBole names its history column after the item field (``iid_list``),
@@ -13,7 +13,8 @@ import logging
 import pytest
 
 from recbole_delrec import run_delrec
-from recbole_delrec.config import hidden_command_line
+from recbole_delrec.config import hidden_command_line, isolated_config
+from recbole_delrec.runs.startup import build
 from recbole_delrec.tslrec.quick_start import run_tslrec
 from tests.conftest import tiny_dict
 from tests.generated import LOAD_COL, histories, rename_fields, titles, write_atomic
@@ -22,6 +23,19 @@ from tests.test_tslrec import tsl_dict
 RENAMED = {"user_id": "uid", "item_id": "iid", "timestamp": "ts", "title": "name"}
 FIELDS = {"USER_ID_FIELD": "uid", "ITEM_ID_FIELD": "iid", "TIME_FIELD": "ts", "title_field": "name",
           "load_col": {"inter": ["uid", "iid", "ts"], "item": ["iid", "name"]}}
+
+
+def test_a_catalogue_without_a_preset_needs_no_settings_and_is_worded_as_items(tmp_path):
+    """RecBole's default field names and a ``title`` column: DELRec's defaults load the time
+    and the titles, and word the prompts for any catalogue (books, music, ...), not movies."""
+    write_atomic(tmp_path, "books", histories(12, 6, 30), titles(30, (2, 4)))
+    values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), user_inter_num_interval="[1,inf)")
+    assert "load_col" not in values and "domain" not in values
+    model = build(isolated_config("DELRec", "books", values)).model
+    assert model.item_text.n_fallback == 0
+    text = model.prompts["lsr"].render(model.item_text, history=[1, 2], candidates=[3, 4])
+    assert "The user has interacted with these items, oldest first:" in text
+    assert "Which candidate will the user interact with next?" in text and "movie" not in text
 
 
 @pytest.fixture

@@ -121,18 +121,3 @@ def test_longest_bounds_every_prompt_and_fits_means_no_error(tokenizer, task):
         "query_history": by_length[15:18], "query_prediction": by_length[18], "candidates": by_length[:10]}
     assert len(builder.build(**slots).input_ids) <= longest
 
-
-def test_a_catalogue_without_a_preset_is_worded_as_items(tmp_path):
-    """DELRec's default ``domain`` fits any catalogue (books, music, ...): no 'watched movies'
-    unless a preset or the user says so."""
-    from recbole_delrec.config import isolated_config
-    from recbole_delrec.runs.startup import build
-    from tests.conftest import tiny_dict
-    from tests.generated import LOAD_COL, histories, titles, write_atomic
-
-    write_atomic(tmp_path, "books", histories(12, 6, 30), titles(30, (2, 4)))
-    values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL, user_inter_num_interval="[1,inf)")
-    model = build(isolated_config("DELRec", "books", values)).model
-    text = model.prompts["lsr"].render(model.item_text, history=[1, 2], candidates=[3, 4])
-    assert "The user has interacted with these items, oldest first:" in text
-    assert "Which candidate will the user interact with next?" in text and "movie" not in text
