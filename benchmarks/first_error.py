@@ -56,19 +56,36 @@ CASES = {
                       "pop19"),
     "baseline": ("ml-100k", {"baselines": ["NoSuchRec"]}, "NoSuchRec"),
     "prompt_too_long": ("ml-100k", {"max_prompt_tokens": 256}, "The longest lsr prompt"),
+    "encoding": ("latin", {}, "is not utf-8"),
+    "byte_order_mark": ("marked", {}, "starts with a byte-order mark"),
+    "no_rows": ("empty", {}, "and no rows"),
+    "text_in_float": ("dated", {}, "RecBole could not read"),
 }
 #: What the generated data sets need besides the case's own setting.
 GENERATED = {"load_col": LOAD_COL, "title_field": "title", "domain": "products", "user_inter_num_interval": "[1,inf)"}
 
 
 def prepare(folder: Path) -> None:
-    """The generated data sets (``toy`` with titles, ``bare`` without a .item file) and a
-    template folder of the packaged templates but for an rps.txt that lacks ``{candidates}`` (an
-    LSR template may leave it out: the history-only prompt scores each candidate pointwise)."""
+    """The generated data sets (``toy`` with titles, ``bare`` without a .item file, and bad
+    copies of ``toy``: a latin-1 byte, a byte-order mark, no rows, a date in the float
+    timestamp) and a template folder of the packaged templates but for an rps.txt that lacks
+    ``{candidates}`` (an LSR template may leave it out: the history-only prompt scores each
+    candidate pointwise)."""
     from recbole_delrec.prompts.builder import template_dir
 
     write_atomic(folder, "toy", histories(200, 12, 500), titles(500, (3, 10)))
     write_atomic(folder, "bare", histories(200, 12, 500), None)
+    for name, suffix, spoil in (
+        ("latin", "item", lambda data: data.replace(b"\ni400\t", b"\ni400\tCaf\xe9 ", 1)),
+        ("marked", "inter", lambda data: b"\xef\xbb\xbf" + data),
+        ("empty", "inter", lambda data: data.split(b"\n", 1)[0] + b"\n"),
+        ("dated", "inter", lambda data: data.rstrip(b"\n").rsplit(b"\t", 1)[0] + b"\t2020-01-03\n"),
+    ):
+        shutil.copytree(folder / "toy", folder / name)
+        for path in (folder / name).iterdir():
+            path.rename(path.with_name(f"{name}{path.suffix}"))
+        path = folder / name / f"{name}.{suffix}"
+        path.write_bytes(spoil(path.read_bytes()))
     templates = folder / "templates"
     shutil.copytree(template_dir(), templates, ignore=shutil.ignore_patterns("__pycache__"))
     (templates / "rps.txt").write_text("{soft_prompt} The user bought {history}. What next?", encoding="utf-8")
