@@ -38,6 +38,15 @@ def test_a_catalogue_without_a_preset_needs_no_settings_and_is_worded_as_items(t
     assert "Which candidate will the user interact with next?" in text and "movie" not in text
 
 
+def test_tslrec_needs_no_settings_on_default_field_names(tmp_path):
+    write_atomic(tmp_path, "plain", histories(24, 12, 60), None)
+    values = tsl_dict(tmp_path / "saved", data_path=str(tmp_path), user_inter_num_interval="[1,inf)")
+    assert "load_col" not in values
+    with hidden_command_line():
+        result = run_tslrec("plain", "SASRec", config_dict=values, variants=["base"])
+    assert "hit@10" in result["base"]
+
+
 @pytest.fixture
 def renamed(tmp_path):
     """A catalogue whose fields are uid, iid, ts and name; histories long enough for TA."""
