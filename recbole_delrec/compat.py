@@ -136,9 +136,11 @@ def _unquoted(column: pd.Series) -> pd.Series:
     """A text column read without quoting, with the fields that ``csv.writer`` quoted
     (``"The ""Best"" of"``, as ``recbole_delrec.convert`` writes them) read back as
     written; any other field, a bare leading quote included, is kept as it is."""
-    text = column.dropna()
-    text = text[text.str.len().ge(2) & text.str.startswith('"') & text.str.endswith('"')].str[1:-1]
+    text = column[column.str.startswith('"', na=False)]  # one pass over the column; the rest sees few fields
+    text = text[text.str.len().ge(2) & text.str.endswith('"')].str[1:-1]
     text = text[~text.str.replace('""', "", regex=False).str.contains('"', regex=False)]
+    if text.empty:
+        return column
     column = column.copy()
     column[text.index] = text.str.replace('""', '"', regex=False)
     return column
@@ -153,11 +155,17 @@ class _LiteralQuotesPandas:
         return getattr(pd, name)
 
     @staticmethod
-    def read_csv(*args: Any, **kwargs: Any) -> pd.DataFrame:
-        frame = pd.read_csv(*args, quoting=csv.QUOTE_NONE, **kwargs)
-        for name in frame.columns[frame.dtypes == object]:
-            frame[name] = _unquoted(frame[name])
+    def read_csv(path: str, **kwargs: Any) -> pd.DataFrame:
+        frame = pd.read_csv(path, quoting=csv.QUOTE_NONE, **kwargs)
+        if _has_quote(path):  # most .inter files have none: no pass over their text columns
+            for name in frame.columns[frame.dtypes == object]:
+                frame[name] = _unquoted(frame[name])
         return frame
+
+
+def _has_quote(path: str, chunk: int = 1 << 24) -> bool:
+    with open(path, "rb") as file:
+        return any(b'"' in block for block in iter(lambda: file.read(chunk), b""))
 
 
 def _literal_quotes() -> None:
