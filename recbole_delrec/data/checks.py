@@ -49,9 +49,9 @@ def readable(path: Path, config: Config, chunk: int = 1 << 24) -> None:
     mark: RecBole would fail on a stray byte with no file or line named, and read a marked
     header's first column as '\\ufeffitem_id'.  One pass over the bytes (~1 s a GB)."""
     encoding = config["encoding"] or "utf-8"  # unset: pandas' default, and RecBole's with it
-    decoder, done, lines = codecs.getincrementaldecoder(encoding)(), 0, 0
+    decoder, lines = codecs.getincrementaldecoder(encoding)(), 0
     with open(path, "rb") as file:
-        while block := file.read(chunk):
+        for index, block in enumerate(iter(lambda: file.read(chunk), b"")):
             try:
                 text = decoder.decode(block)
             except UnicodeDecodeError as error:
@@ -62,13 +62,13 @@ def readable(path: Path, config: Config, chunk: int = 1 << 24) -> None:
                     f"RecBole reads the atomic files as `encoding: {config['encoding']}` ({encoding}): "
                     f"set `encoding` to the file's own (e.g. latin-1, cp1252), or save the file as UTF-8."
                 ) from None
-            if done == 0 and text.startswith("\ufeff"):
+            if index == 0 and text.startswith("\ufeff"):
                 raise ValueError(
                     f"{path} starts with a byte-order mark (U+FEFF, which some editors write before UTF-8 text): "
                     f"RecBole would read its first column as '\\ufeff{text[1:].split(config['field_separator'])[0]}'. "
                     f"Set `encoding: utf-8-sig`, or save the file without the mark."
                 )
-            done, lines = done + len(block), lines + block.count(b"\n")
+            lines += block.count(b"\n")
 
 
 def header(path: Path, config: Config) -> dict[str, str]:

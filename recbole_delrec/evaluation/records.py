@@ -30,8 +30,8 @@ import pandas as pd
 from recbole.data.dataset import Dataset
 
 from recbole_delrec import distributed
-from recbole_delrec.evaluation.outcomes import metric_names, outcome
 from recbole_delrec.data.fields import item_seq_field
+from recbole_delrec.evaluation.outcomes import metric_names, outcome
 from recbole_delrec.evaluation.scoring import Scored, user_rows
 from recbole_delrec.runs.artifacts import atomic_write, save_json
 from recbole_delrec.runs.folder import RunDirectory
