@@ -17,6 +17,7 @@ from logging import getLogger
 from recbole.config import Config
 from recbole.data.dataset import SequentialDataset
 
+from recbole_delrec.data.evaluated import evaluated_splits
 from recbole_delrec.data.titles import ItemText, TitleTokens
 
 
@@ -29,11 +30,15 @@ def log_losses(dataset) -> None:
 
 class LossReportingDataset(SequentialDataset):
     """RecBole's ``SequentialDataset``, with what each filtering step removed in ``losses``,
-    and the file named when one cannot be parsed."""
+    the file named when one cannot be parsed, and the evaluated users bounded (``eval_max_users``)."""
 
     def __init__(self, config: Config) -> None:
         self.losses: list[str] = []
         super().__init__(config)
+
+    def build(self) -> list:
+        """RecBole's splits, with the evaluated users cut to ``eval_max_users`` (DELRec's budget)."""
+        return evaluated_splits(super().build(), self.config["eval_max_users"])
 
     def _load_feat(self, filepath: str, source):
         """RecBole's reader; a value it cannot parse (text in a ``:float`` column) is reported
