@@ -120,4 +120,3 @@ def test_longest_bounds_every_prompt_and_fits_means_no_error(tokenizer, task):
         "demo_history": by_length[10:13], "demo_prediction": by_length[13], "demo_answer": by_length[14],
         "query_history": by_length[15:18], "query_prediction": by_length[18], "candidates": by_length[:10]}
     assert len(builder.build(**slots).input_ids) <= longest
-
