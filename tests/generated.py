@@ -68,6 +68,23 @@ def write_atomic(
     return root
 
 
+def write_presplit(root: Path, name: str, users: Mapping[str, list[str]], items: Mapping[str, str]) -> Path:
+    """RecBole's pre-split sequential files (``benchmark_filename: [train, valid, test]``): one
+    row per (user, the items before, the next item); each user's last item is the test row, the
+    one before it the validation row. No time column: the histories carry the order."""
+    write_atomic(root, name, {}, items)
+    (root / name / f"{name}.inter").unlink()
+    parts: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
+    for user, sequence in users.items():
+        for step in range(1, len(sequence)):
+            part = ("train", "valid", "test")[max(0, step - len(sequence) + 3)]
+            parts[part].append(f"{user}\t{' '.join(sequence[:step])}\t{sequence[step]}")
+    for part, rows in parts.items():
+        lines = ["user_id:token\titem_id_list:token_seq\titem_id:token", *rows]
+        (root / name / f"{name}.{part}.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
 def rename_fields(root: Path, name: str, renames: Mapping[str, str]) -> None:
     """Rename columns in the headers of ``name``'s ``.inter`` and ``.item`` (``{"item_id": "iid"}``):
     a data set whose fields are not called as RecBole's defaults."""

@@ -1,5 +1,5 @@
 """Data sets unlike ML-100K run end to end: no settings at all, fields with other names,
-histories too short for a TA prompt.
+histories too short for a TA prompt, RecBole's pre-split files (``benchmark_filename``).
 
 Generated atomic files (``tests/generated.py``) in ``tmp_path``, the tiny T5 and teacher of
 ``tests/conftest.py``.  RecBole names its history column after the item field (``iid_list``),
@@ -17,7 +17,7 @@ from recbole_delrec.config import hidden_command_line, isolated_config
 from recbole_delrec.runs.startup import build
 from recbole_delrec.tslrec.quick_start import run_tslrec
 from tests.conftest import tiny_dict
-from tests.generated import LOAD_COL, histories, rename_fields, titles, write_atomic
+from tests.generated import LOAD_COL, histories, rename_fields, titles, write_atomic, write_presplit
 from tests.test_tslrec import tsl_dict
 
 RENAMED = {"user_id": "uid", "item_id": "iid", "timestamp": "ts", "title": "name"}
@@ -82,3 +82,77 @@ def test_histories_too_short_for_ta_train_stage1_on_rps_and_say_so(tmp_path, cap
     assert {"hit@1", "ndcg@5"} <= set(result["test_result"]) and result["stage1_result"]
     assert "no ta example: a ta prompt needs a training sequence of 8 items" in caplog.text
     assert "the longest of these 22 users has 6; stage 1 trains on rps" in caplog.text
+
+
+# ---------------------------------------------------------------- pre-split files
+PRESPLIT = {"benchmark_filename": ["train", "valid", "test"], "alias_of_item_id": ["item_id_list"]}
+
+
+@pytest.fixture
+def presplit(tmp_path):
+    """RecBole's pre-split sequential files of 24 users with 12 items each, no time column."""
+    users = histories(24, 12, 60)
+    write_presplit(tmp_path, "presplit", users, titles(60, (2, 5)))
+    return tmp_path, users
+
+
+def test_delrec_tests_each_user_on_the_pre_split_test_row_with_its_history(presplit):
+    """The defaults load the history column, no timestamp is asked for, and the test split is
+    the test file's rows, histories in the items' own ids (``alias_of_item_id``)."""
+    root, users = presplit
+    values = tiny_dict(root / "saved", data_path=str(root), **PRESPLIT)
+    assert "load_col" not in values
+    started = build(isolated_config("DELRec", "presplit", values))
+    data = started.test_data._dataset
+    feat, seq = data.inter_feat, data.item_id_list_field
+    tokens = lambda field, ids: list(data.id2token(field, ids))  # noqa: E731
+    got = {tokens("user_id", [u])[0]: (tokens("item_id", h[:n]), tokens("item_id", [t])[0])
+           for u, h, n, t in zip(feat["user_id"], feat[seq], feat["item_length"], feat["item_id"])}
+    assert got == {user: (items[:-1], items[-1]) for user, items in users.items()}
+
+
+def test_delrec_runs_end_to_end_on_pre_split_files(presplit):
+    root, _ = presplit
+    values = tiny_dict(root / "saved", data_path=str(root), domain="products", **PRESPLIT)
+    with hidden_command_line():
+        result = run_delrec(dataset="presplit", config_dict=values)
+    assert {"hit@1", "ndcg@5"} <= set(result["test_result"]) and result["stage1_result"]
+
+
+def test_tslrec_runs_on_pre_split_files(presplit):
+    root, _ = presplit
+    values = tsl_dict(root / "saved", data_path=str(root), **PRESPLIT)
+    with hidden_command_line():
+        result = run_tslrec("presplit", "SASRec", config_dict=values)
+    assert {"base", "ci", "tslrec"} <= set(result) and "hit@10" in result["tslrec"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("plain rows", "presplit.train.inter has no 'item_id_list:token_seq' column"),
+        ("two parts", "trains, validates and tests on three pre-split files"),
+        ("no test file", "There is no presplit.test.inter in"),
+        ("history not loaded", "'item_id_list' is in"),
+        ("history numbered apart", "Set `alias_of_item_id: \\[item_id_list\\]`"),
+    ],
+)
+def test_bad_pre_split_files_are_named_before_reading(presplit, change, message):
+    root, _ = presplit
+    folder, values = root / "presplit", dict(PRESPLIT)
+    if change == "plain rows":  # a time-split file without histories: RecBole's AttributeError before
+        for part in PRESPLIT["benchmark_filename"]:
+            path = folder / f"presplit.{part}.inter"
+            rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+            path.write_text("user_id:token\titem_id:token\n" + "".join(f"{r[0]}\t{r[2]}\n" for r in rows))
+    elif change == "two parts":
+        values["benchmark_filename"] = ["train", "test"]
+    elif change == "no test file":  # RecBole skips a missing part and tests on the validation file
+        (folder / "presplit.test.inter").unlink()
+    elif change == "history not loaded":
+        values["load_col"] = LOAD_COL
+    else:  # RecBole's ids for the histories would be their own: silently wrong histories
+        values["alias_of_item_id"] = None
+    config = isolated_config("DELRec", "presplit", tiny_dict(root / "saved", data_path=str(root), **values))
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        build(config)

@@ -36,12 +36,9 @@ def check_dataset(config: Config, dataset) -> None:
 # ---------------------------------------------------------------------- the atomic files
 def atomic_file(config: Config, suffix: str) -> Path:
     """Where RecBole reads ``<dataset>.<suffix>`` (``data_path`` already holds the data set's
-    folder; for ``ml-100k`` it is RecBole's bundled copy whatever the user set)."""
-    name = config["dataset"]
-    parts = config["benchmark_filename"]
-    if suffix == "inter" and parts:
-        name = f"{name}.{parts[0]}"
-    return Path(os.path.normpath(config["data_path"])) / f"{name}.{suffix}"
+    folder; for ``ml-100k`` it is RecBole's bundled copy whatever the user set); a pre-split
+    part is ``suffix="train.inter"``."""
+    return Path(os.path.normpath(config["data_path"])) / f"{config['dataset']}.{suffix}"
 
 
 def readable(path: Path, config: Config, chunk: int = 1 << 24) -> None:
@@ -125,6 +122,63 @@ def item_fields(config: Config, options: Mapping[str, str]) -> None:
                 f"`{option}: {column}` is a column of {path}, but RecBole will not load it "
                 f"(load_col: {config['load_col']}, unload_col: {config['unload_col']}): add it, e.g. "
                 f"`load_col: {{inter: [...], item: [{config['ITEM_ID_FIELD']}, {column}]}}`."
+            )
+
+
+def sequences_ordered(config: Config) -> None:
+    """Each user's items come in order: by ``TIME_FIELD`` in one ``.inter`` file, or already
+    as histories in the pre-split files of ``benchmark_filename``."""
+    if config["benchmark_filename"]:
+        benchmark_files(config)
+    else:
+        timestamp_loaded(config)
+
+
+def benchmark_files(config: Config) -> None:
+    """``benchmark_filename``: RecBole's sequential data sets read pre-split files as rows of
+    (user, the items before, the next item), a ``<item field><LIST_SUFFIX>`` column in each.
+    RecBole skips a missing part silently (a two-part run then tests on the validation file)
+    and meets a missing or unloaded history column with "no attribute 'item_id_list_field'";
+    without ``alias_of_item_id`` it numbers the histories apart from the items, and every
+    history silently names other items."""
+    parts, name = list(config["benchmark_filename"]), config["dataset"]
+    history = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+    if history not in (config["alias_of_item_id"] or []):
+        raise ValueError(
+            f"benchmark_filename is set and `alias_of_item_id` does not list '{history}': RecBole would "
+            f"number the pre-split files' histories apart from {config['ITEM_ID_FIELD']}, so every history "
+            f"would name other items (for {config['model']}, its teacher and any RecBole model alike). "
+            f"Set `alias_of_item_id: [{history}]`."
+        )
+    if len(parts) != 3:
+        raise ValueError(
+            f"benchmark_filename is {parts}: {config['model']} trains, validates and tests on three "
+            f"pre-split files; list their middle names in that order, e.g. [train, valid, test] for "
+            f"{name}.train.inter, {name}.valid.inter and {name}.test.inter."
+        )
+    for part in parts:
+        path = atomic_file(config, f"{part}.inter")
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"There is no {path.name} in {path.parent}, and benchmark_filename {parts} names it: "
+                f"write it, or fix `benchmark_filename` or `data_path`."
+            )
+        columns = header(path, config)
+        if history not in columns:
+            raise ValueError(
+                f"{path} has no '{history}:token_seq' column (its header has "
+                f"{[f'{c}:{t}' for c, t in columns.items()]}). With `benchmark_filename`, RecBole's "
+                f"sequential models read each row as (user, the items before it, the next item), as "
+                f"RecBole's own pre-split sequential data sets do: add that column (the earlier items, "
+                f"space-separated, oldest first), or remove `benchmark_filename` and give one "
+                f"{name}.inter with every interaction and a time column: {config['model']} then "
+                f"splits leave-one-out by time itself."
+            )
+        if history not in loaded_columns(config, "inter", columns):
+            raise ValueError(
+                f"'{history}' is in {path} but RecBole will not load it (load_col: {config['load_col']}, "
+                f"unload_col: {config['unload_col']}), and the pre-split files' histories are in it: "
+                f"add it to `load_col: inter`."
             )
 
 

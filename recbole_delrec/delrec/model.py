@@ -98,14 +98,14 @@ class DELRec(SequentialRecommender):
     def check_config(cls, config) -> None:
         """Everything the configuration and the atomic files' headers can tell, before
         RecBole reads the data: candidates, baselines, options, teacher, title columns,
-        timestamp, templates, LLM."""
+        time order (or pre-split histories), templates, LLM."""
         check_candidates(config)
         checks.leave_one_out(config)
         check_baselines(config)
         checks.positive(config, COUNTS)
         checks.known_tasks(config, STAGE1_TASKS)
         teacher_class(config["teacher_model"])
-        checks.timestamp_loaded(config)
+        checks.sequences_ordered(config)
         titles = {"title_field": config["title_field"]}
         if config["title_year_field"]:
             titles["title_year_field"] = config["title_year_field"]

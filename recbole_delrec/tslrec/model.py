@@ -109,10 +109,10 @@ class TSLRec(SequentialRecommender):
 
     @classmethod
     def check_config(cls, config) -> None:
-        """Before RecBole reads the data (:mod:`recbole_delrec.data.checks`): timestamp,
+        """Before RecBole reads the data (:mod:`recbole_delrec.data.checks`): time order,
         backbone, instruction template and LLM, each of which would otherwise fail only after
         the teacher trained."""
-        checks.timestamp_loaded(config)
+        checks.sequences_ordered(config)
         backbone_class(config["backbone"])
         instruction(tslrec_template(config), int(config["n_groups"]))
         check_llm_path(config["llm_path"], config["llm_gguf_file"], config["checkpoint_dir"])
