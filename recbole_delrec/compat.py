@@ -147,15 +147,18 @@ def _unquoted(column: pd.Series) -> pd.Series:
 
 
 class _LiteralQuotesPandas:
-    """pandas as RecBole's atomic-file reader sees it: ``read_csv`` takes a quote inside or at
-    the start of a field as text (the atomic format has no quoting), everything else is pandas
-    itself."""
+    """pandas as RecBole's atomic-file reader sees it: ``read_csv`` of a tab-separated file
+    takes a quote inside or at the start of a field as text (the atomic format has no quoting),
+    everything else is pandas itself.  Another ``field_separator`` (a comma) keeps CSV quoting:
+    it is the only way such a file can hold its separator inside a title."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(pd, name)
 
     @staticmethod
     def read_csv(path: str, **kwargs: Any) -> pd.DataFrame:
+        if kwargs.get("delimiter", kwargs.get("sep")) != "\t":
+            return pd.read_csv(path, **kwargs)
         frame = pd.read_csv(path, quoting=csv.QUOTE_NONE, **kwargs)
         if _has_quote(path):  # most .inter files have none: no pass over their text columns
             for name in frame.columns[frame.dtypes == object]:

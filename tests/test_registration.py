@@ -97,3 +97,23 @@ def test_titles_with_double_quotes_load_as_written(tmp_path):
     read = {dataset.id2token("item_id", i): " ".join(dataset.id2token("title", [t for t in row.tolist() if t]))
             for i, row in enumerate(dataset.item_feat["title"]) if i}
     assert read == {**names, "i6": 'The "Best" of'}
+
+
+def test_a_comma_separated_data_set_keeps_csv_quoting(tmp_path):
+    """With ``field_separator: ","`` only CSV quoting can hold a comma inside a title, so
+    ``literal_quotes`` leaves such files to pandas' quoting (taking quotes as text there split
+    "Hello, World" in two and shifted the row's columns)."""
+    names = {**titles(8, (2, 3)), "i1": "Hello, World", "i2": 'A "quoted", word'}
+    write_atomic(tmp_path, "commas", histories(6, 5, 8), None)
+    folder = tmp_path / "commas"
+    (folder / "commas.inter").write_text((folder / "commas.inter").read_text().replace("\t", ","))
+    quoted = {item: '"' + title.replace('"', '""') + '"' if "," in title else title for item, title in names.items()}
+    (folder / "commas.item").write_text("item_id:token,title:token_seq\n"
+                                        + "".join(f"{item},{title}\n" for item, title in quoted.items()))
+    register()
+    config = isolated_config("DELRec", "commas", tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL,
+                                                         field_separator=",", user_inter_num_interval="[1,inf)"))
+    dataset = create_dataset(config)
+    read = {dataset.id2token("item_id", i): " ".join(dataset.id2token("title", [t for t in row.tolist() if t]))
+            for i, row in enumerate(dataset.item_feat["title"]) if i}
+    assert read == names
