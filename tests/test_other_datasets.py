@@ -135,9 +135,10 @@ def test_tslrec_runs_on_pre_split_files(presplit):
         ("no test file", "There is no presplit.test.inter in"),
         ("history not loaded", "'item_id_list' is in"),
         ("history numbered apart", "Set `alias_of_item_id: \\[item_id_list\\]`"),
+        ("two test rows", "presplit.test.inter has 1 users with more than one row \\('u1' has 2\\)"),
     ],
 )
-def test_bad_pre_split_files_are_named_before_reading(presplit, change, message):
+def test_bad_pre_split_files_are_named_before_training(presplit, change, message):
     root, _ = presplit
     folder, values = root / "presplit", dict(PRESPLIT)
     if change == "plain rows":  # a time-split file without histories: RecBole's AttributeError before
@@ -151,6 +152,9 @@ def test_bad_pre_split_files_are_named_before_reading(presplit, change, message)
         (folder / "presplit.test.inter").unlink()
     elif change == "history not loaded":
         values["load_col"] = LOAD_COL
+    elif change == "two test rows":  # RecBole would score the second with the first row's history
+        with open(folder / "presplit.test.inter", "a") as file:
+            file.write("u1\ti1 i2\ti3\n")
     else:  # RecBole's ids for the histories would be their own: silently wrong histories
         values["alias_of_item_id"] = None
     config = isolated_config("DELRec", "presplit", tiny_dict(root / "saved", data_path=str(root), **values))

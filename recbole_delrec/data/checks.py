@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 from recbole.config import Config
 from recbole.utils import get_model
 
@@ -179,6 +180,28 @@ def benchmark_files(config: Config) -> None:
                 f"'{history}' is in {path} but RecBole will not load it (load_col: {config['load_col']}, "
                 f"unload_col: {config['unload_col']}), and the pre-split files' histories are in it: "
                 f"add it to `load_col: inter`."
+            )
+
+
+def one_row_per_user(config: Config, dataset) -> None:
+    """Pre-split files give each user at most one validation and one test row, as the
+    leave-one-out split does (:func:`leave_one_out`): candidate sets, records and the paired
+    tests are per user, and RecBole's sampled evaluation would score a user's second row
+    with the first row's history and candidates."""
+    parts = config["benchmark_filename"]
+    if not parts:
+        return
+    users = np.asarray(dataset.inter_feat[dataset.uid_field])  # a DataFrame until RecBole's build
+    ends = np.cumsum(dataset.file_size_list)
+    for part, start, end in zip(parts[1:], ends[:-1], ends[1:]):
+        counts = np.bincount(users[start:end])
+        if len(counts) and counts.max() > 1:
+            user = dataset.id2token(dataset.uid_field, int(counts.argmax()))
+            raise ValueError(
+                f"{atomic_file(config, f'{part}.inter')} has {int((counts > 1).sum()):,} users with more than one "
+                f"row ('{user}' has {counts.max()}): {config['model']} evaluates each user's next item, one "
+                f"{part} row per user, as the leave-one-out split gives (the last interaction in the test "
+                f"file, the one before it in the validation file): keep one row per user there."
             )
 
 
