@@ -15,6 +15,7 @@ from recbole_delrec.delrec.trainer import DELRecTrainer
 from recbole_delrec.evaluation.scoring import score
 from recbole_delrec.runs.startup import build
 from tests.conftest import tiny_dict
+from tests.generated import histories, titles, write_atomic
 
 SPLIT = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user"}
 
@@ -119,3 +120,20 @@ def test_a_saved_file_is_parsed_once_for_the_check_and_the_evaluation(tiny_data,
     assert kept is started.train_data._dataset.saved_candidate_sets
     assert started.trainer.candidate_sets(started.test_data._dataset) is kept
     assert started.config["n_candidates"] == 20 and set(kept.sets) == {"test"}
+
+
+def test_no_negative_reads_as_its_target(tmp_path):
+    """A catalogue of tracks, twelve of them called 'Intro': a target from that group never
+    meets another 'Intro' among its candidates (the LLM could tell them apart only by a tie-break)."""
+    intro = {f"i{n}" for n in range(1, 13)}
+    names = {**titles(40, (2, 4)), **{item: "Intro" for item in intro}}
+    write_atomic(tmp_path, "tracks", histories(24, 6, 40), names)
+    values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), user_inter_num_interval="[1,inf)")
+    started = build(isolated_config("DELRec", "tracks", values))
+    sets = CandidateSets.drawn(started.model.sampler, started.model.prompt_order)
+    sets.cover(started.test_data._dataset, "test")
+    tokens = started.test_data._dataset.id2token
+    drawn = [(tokens("item_id", target), set(tokens("item_id", items))) for target, items in sets.sets["test"].values()]
+    from_intro = [items for target, items in drawn if target in intro]
+    assert len(from_intro) >= 4 and all(len(items & intro) == 1 for items in from_intro)
+    assert any(len(items & intro) > 1 for target, items in drawn if target not in intro)  # others may list several

@@ -17,7 +17,7 @@ scores exactly the same sets.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,9 +117,13 @@ def candidates_file(path: str | Path) -> Path:
 
 
 class CandidateSampler:
-    """Draws ``n_candidates - 1`` negatives per (user, target) outside the user's history."""
+    """Draws ``n_candidates - 1`` negatives per (user, target) outside the user's history and
+    unlike the target: an item whose title reads as the target's (``alike``: groups of items
+    the LLM cannot tell apart, :meth:`TitleTokens.alike`) is never its negative, or the
+    prompt would list the answer twice and only a tie-break could rank the target first."""
 
-    def __init__(self, history: sp.csr_matrix, n_items: int, n_candidates: int, seed: int) -> None:
+    def __init__(self, history: sp.csr_matrix, n_items: int, n_candidates: int, seed: int,
+                 alike: Sequence[Sequence[int]] = ()) -> None:
         if not 2 <= n_candidates <= n_items - 1:
             raise ValueError(
                 f"{n_candidates} candidates per prompt (from eval_args.mode) must be between 2 and the "
@@ -129,9 +133,11 @@ class CandidateSampler:
         self.n_items = n_items
         self.n_candidates = n_candidates
         self.seed = seed
+        self.twins = {item: [other for other in group if other != item] for group in alike for item in group}
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, n_candidates: int, seed: int) -> "CandidateSampler":
+    def from_dataset(cls, dataset: Dataset, n_candidates: int, seed: int,
+                     alike: Sequence[Sequence[int]] = ()) -> "CandidateSampler":
         """User-by-item history from every prefix and target in ``dataset``."""
         feat = dataset.inter_feat
         lists = feat[item_seq_field(dataset)].numpy()
@@ -143,7 +149,7 @@ class CandidateSampler:
             (np.ones(keep.sum(), dtype=np.bool_), (rows[keep], cols[keep])),
             shape=(dataset.user_num, dataset.item_num),
         )
-        return cls(matrix, dataset.item_num, n_candidates, seed)
+        return cls(matrix, dataset.item_num, n_candidates, seed, alike)
 
     def known(self, user: int, history: np.ndarray) -> np.ndarray:
         """Items the user is known to have: the stored history plus this row's history."""
@@ -151,12 +157,13 @@ class CandidateSampler:
         return np.union1d(stored, history[history > 0])
 
     def negatives(self, user: int, target: int, history: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``n_candidates - 1`` distinct items, none of them the target or a known item.
+        """``n_candidates - 1`` distinct items, none of them the target, its title's twin or a
+        known item.
 
         If the user knows nearly the whole catalogue, known items (never the target) fill up.
         """
         need = self.n_candidates - 1
-        banned = np.union1d(self.known(user, history), [0, target])
+        banned = np.union1d(self.known(user, history), [0, target, *self.twins.get(target, ())])
         pool_size = self.n_items - len(banned)
         if pool_size < need:
             pool = np.setdiff1d(np.arange(1, self.n_items), [target])

@@ -65,8 +65,9 @@ NOT_SHAPING = {
 }
 TEMPLATES = ("lsr", "rps", "ta")  # the scratch tokenizer learns all three; stage 1 prompts with two
 #: Raised whenever stage 1 makes another soft prompt from the same inputs, so no older file is
-#: reused for it (2: the best *trained* epoch is kept, never the random start).
-STAGE1_VERSION = 2
+#: reused for it (2: the best *trained* epoch is kept, never the random start; 3: no negative's
+#: title reads as its target's, :class:`CandidateSampler`).
+STAGE1_VERSION = 3
 
 
 def soft_prompt_meta(config, dataset, llm_source: str) -> dict:
