@@ -58,7 +58,7 @@ def test_title_field_missing_from_item_header_lists_the_header(toy, tmp_path):
 
 def test_title_field_not_in_load_col(toy):
     toy["load_col"] = {"inter": LOAD_COL["inter"], "item": ["item_id"]}
-    fails_fast(toy, "`title_field: title` is a column of", "will not load it", "item: [item_id, title]")
+    fails_fast(toy, "`title_field: title` is in", "will not load it", "item: [item_id, title]")
 
 
 def test_no_item_file_names_the_file(toy, tmp_path):

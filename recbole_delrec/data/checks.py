@@ -93,6 +93,19 @@ def loaded_columns(config: Config, source: str, columns: Mapping[str, str]) -> s
     return kept - set(unload_col.get(source) or ())
 
 
+def column_loaded(config: Config, path: Path, columns: Mapping[str, str], column: str, label: str,
+                  missing: str, unloaded: str) -> None:
+    """``column`` is in ``path``'s header ``columns`` and RecBole loads it. ``label`` names it in
+    the message ("TIME_FIELD 'timestamp'"); ``missing`` and ``unloaded`` end the message with why
+    it is needed and the fix."""
+    if column not in columns:
+        raise ValueError(f"{label} is not a column of {path} (its header has "
+                         f"{[f'{c}:{t}' for c, t in columns.items()]}){missing}")
+    if column not in loaded_columns(config, path.suffix.lstrip("."), columns):
+        raise ValueError(f"{label} is in {path} but RecBole will not load it (load_col: {config['load_col']}, "
+                         f"unload_col: {config['unload_col']}){unloaded}")
+
+
 def item_fields(config: Config, options: Mapping[str, str]) -> None:
     """Each ``option: column`` of ``options`` (``title_field: title``) is a column of the
     ``.item`` file that RecBole loads.
@@ -110,20 +123,13 @@ def item_fields(config: Config, options: Mapping[str, str]) -> None:
             f"that contains {config['dataset']}/{config['dataset']}.inter and .item)."
         )
     columns = header(path, config)
-    loaded = loaded_columns(config, "item", columns)
     for option, column in options.items():
-        if column not in columns:
-            raise ValueError(
-                f"`{option}: {column}` is not a column of {path}: its header has "
-                f"{[f'{c}:{t}' for c, t in columns.items()]}. Set `{option}` to one of "
-                f"{[c for c in columns if c != config['ITEM_ID_FIELD']]} and list it in `load_col: item`."
-            )
-        if column not in loaded:
-            raise ValueError(
-                f"`{option}: {column}` is a column of {path}, but RecBole will not load it "
-                f"(load_col: {config['load_col']}, unload_col: {config['unload_col']}): add it, e.g. "
-                f"`load_col: {{inter: [...], item: [{config['ITEM_ID_FIELD']}, {column}]}}`."
-            )
+        column_loaded(
+            config, path, columns, column, f"`{option}: {column}`",
+            f". Set `{option}` to one of {[c for c in columns if c != config['ITEM_ID_FIELD']]} and list it "
+            f"in `load_col: item`.",
+            f": add it, e.g. `load_col: {{inter: [...], item: [{config['ITEM_ID_FIELD']}, {column}]}}`.",
+        )
 
 
 def sequences_ordered(config: Config) -> None:
@@ -164,23 +170,15 @@ def benchmark_files(config: Config) -> None:
                 f"There is no {path.name} in {path.parent}, and benchmark_filename {parts} names it: "
                 f"write it, or fix `benchmark_filename` or `data_path`."
             )
-        columns = header(path, config)
-        if history not in columns:
-            raise ValueError(
-                f"{path} has no '{history}:token_seq' column (its header has "
-                f"{[f'{c}:{t}' for c, t in columns.items()]}). With `benchmark_filename`, RecBole's "
-                f"sequential models read each row as (user, the items before it, the next item), as "
-                f"RecBole's own pre-split sequential data sets do: add that column (the earlier items, "
-                f"space-separated, oldest first), or remove `benchmark_filename` and give one "
-                f"{name}.inter with every interaction and a time column: {config['model']} then "
-                f"splits leave-one-out by time itself."
-            )
-        if history not in loaded_columns(config, "inter", columns):
-            raise ValueError(
-                f"'{history}' is in {path} but RecBole will not load it (load_col: {config['load_col']}, "
-                f"unload_col: {config['unload_col']}), and the pre-split files' histories are in it: "
-                f"add it to `load_col: inter`."
-            )
+        column_loaded(
+            config, path, header(path, config), history, f"'{history}'",
+            f". With `benchmark_filename`, RecBole's sequential models read each row as (user, the items "
+            f"before it, the next item), as RecBole's own pre-split sequential data sets do: add a "
+            f"'{history}:token_seq' column (the earlier items, space-separated, oldest first), or remove "
+            f"`benchmark_filename` and give one {name}.inter with every interaction and a time column: "
+            f"{config['model']} then splits leave-one-out by time itself.",
+            ", and the pre-split files' histories are in it: add it to `load_col: inter`.",
+        )
 
 
 def one_row_per_user(config: Config, dataset) -> None:
@@ -215,21 +213,14 @@ def timestamp_loaded(config: Config) -> None:
             f"There is no interaction file {path}: `data_path` must be the folder that contains "
             f"{config['dataset']}/{path.name} (RecBole appends the data set name itself)."
         )
-    time_field, columns = config["TIME_FIELD"], header(path, config)
+    time_field = config["TIME_FIELD"]
     why = f"{config['model']}'s sequences are ordered by it (eval_args.order: {config['eval_args']['order']})"
-    if not time_field or time_field not in columns:
-        raise ValueError(
-            f"TIME_FIELD '{time_field}' is not a column of {path} (its header has "
-            f"{[f'{c}:{t}' for c, t in columns.items()]}), and {why}: add a "
-            f"'{time_field or 'timestamp'}:float' column (any number that orders each user's "
-            f"interactions), or set `TIME_FIELD` to the column that does."
-        )
-    if time_field not in loaded_columns(config, "inter", columns):
-        raise ValueError(
-            f"TIME_FIELD '{time_field}' is in {path} but RecBole will not load it "
-            f"(load_col: {config['load_col']}, unload_col: {config['unload_col']}), and {why}: "
-            f"add it, e.g. `load_col: {{inter: [user_id, item_id, {time_field}], ...}}`."
-        )
+    column_loaded(
+        config, path, header(path, config), time_field, f"TIME_FIELD '{time_field}'",
+        f", and {why}: add a '{time_field or 'timestamp'}:float' column (any number that orders each "
+        f"user's interactions), or set `TIME_FIELD` to the column that does.",
+        f", and {why}: add it, e.g. `load_col: {{inter: [user_id, item_id, {time_field}], ...}}`.",
+    )
 
 
 # ---------------------------------------------------------------------- settings
