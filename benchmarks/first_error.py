@@ -33,11 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO))
 
-from tests.generated import LOAD_COL, histories, titles, write_atomic  # noqa: E402
+from tests.generated import LOAD_COL, histories, titles, write_atomic, write_presplit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402  (the one owner of the records' device name)
 
+#: What pre-split files load: the histories, no time column.
+PRESPLIT_COL = {"inter": ["user_id", "item_id", "item_id_list"], "item": ["item_id", "title"]}
 #: case -> (data set, --key=value arguments or a YAML mapping, a piece of the expected message)
 CASES = {
     "title_field": ("ml-100k", {"title_field": "title"}, "is not a column of"),
@@ -60,21 +62,30 @@ CASES = {
     "byte_order_mark": ("marked", {}, "starts with a byte-order mark"),
     "no_rows": ("empty", {}, "and no rows"),
     "text_in_float": ("dated", {}, "RecBole could not read"),
+    "presplit_alias": ("presplit", {"benchmark_filename": ["train", "valid", "test"], "load_col": PRESPLIT_COL},
+                       "Set `alias_of_item_id"),
+    "presplit_two_test_rows": ("doubled", {"benchmark_filename": ["train", "valid", "test"], "load_col": PRESPLIT_COL,
+                                           "alias_of_item_id": ["item_id_list"]}, "users with more than one row"),
 }
 #: What the generated data sets need besides the case's own setting.
 GENERATED = {"load_col": LOAD_COL, "title_field": "title", "domain": "products", "user_inter_num_interval": "[1,inf)"}
 
 
 def prepare(folder: Path) -> None:
-    """The generated data sets (``toy`` with titles, ``bare`` without a .item file, and bad
+    """The generated data sets (``toy`` with titles, ``bare`` without a .item file, bad
     copies of ``toy``: a latin-1 byte, a byte-order mark, no rows, a date in the float
-    timestamp) and a template folder of the packaged templates but for an rps.txt that lacks
+    timestamp, and ``toy``'s histories as pre-split files, ``doubled`` with two test rows for
+    one user) and a template folder of the packaged templates but for an rps.txt that lacks
     ``{candidates}`` (an LSR template may leave it out: the history-only prompt scores each
     candidate pointwise)."""
     from recbole_delrec.prompts.builder import template_dir
 
     write_atomic(folder, "toy", histories(200, 12, 500), titles(500, (3, 10)))
     write_atomic(folder, "bare", histories(200, 12, 500), None)
+    for name in ("presplit", "doubled"):
+        write_presplit(folder, name, histories(200, 12, 500), titles(500, (3, 10)))
+    with open(folder / "doubled" / "doubled.test.inter", "a", encoding="utf-8") as file:
+        file.write("u1\ti1 i2\ti3\n")  # a second test row for u1
     for name, suffix, spoil in (
         ("latin", "item", lambda data: data.replace(b"\ni400\t", b"\ni400\tCaf\xe9 ", 1)),
         ("marked", "inter", lambda data: b"\xef\xbb\xbf" + data),
