@@ -65,7 +65,7 @@ CASES = {
     "presplit_alias": ("presplit", {"benchmark_filename": ["train", "valid", "test"], "load_col": PRESPLIT_COL},
                        "Set `alias_of_item_id"),
     "presplit_two_test_rows": ("doubled", {"benchmark_filename": ["train", "valid", "test"], "load_col": PRESPLIT_COL,
-                                           "alias_of_item_id": ["item_id_list"]}, "users with more than one row"),
+                                           "alias_of_item_id": ["item_id_list"]}, "with more than one row"),
 }
 #: What the generated data sets need besides the case's own setting.
 GENERATED = {"load_col": LOAD_COL, "title_field": "title", "domain": "products", "user_inter_num_interval": "[1,inf)"}

@@ -135,7 +135,7 @@ def test_tslrec_runs_on_pre_split_files(presplit):
         ("no test file", "There is no presplit.test.inter in"),
         ("history not loaded", "'item_id_list' is in"),
         ("history numbered apart", "Set `alias_of_item_id: \\[item_id_list\\]`"),
-        ("two test rows", "presplit.test.inter has 1 users with more than one row \\('u1' has 2\\)"),
+        ("two test rows", "presplit.test.inter has 1 user with more than one row \\('u1' has 2\\)"),
     ],
 )
 def test_bad_pre_split_files_are_named_before_training(presplit, change, message):

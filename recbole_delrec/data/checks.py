@@ -194,9 +194,9 @@ def one_row_per_user(config: Config, dataset) -> None:
     for part, start, end in zip(parts[1:], ends[:-1], ends[1:]):
         counts = np.bincount(users[start:end])
         if len(counts) and counts.max() > 1:
-            user = dataset.id2token(dataset.uid_field, int(counts.argmax()))
+            user, many = dataset.id2token(dataset.uid_field, int(counts.argmax())), int((counts > 1).sum())
             raise ValueError(
-                f"{atomic_file(config, f'{part}.inter')} has {int((counts > 1).sum()):,} users with more than one "
+                f"{atomic_file(config, f'{part}.inter')} has {many:,} user{'s' * (many > 1)} with more than one "
                 f"row ('{user}' has {counts.max()}): {config['model']} evaluates each user's next item, one "
                 f"{part} row per user, as the leave-one-out split gives (the last interaction in the test "
                 f"file, the one before it in the validation file): keep one row per user there."
