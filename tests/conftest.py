@@ -10,6 +10,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 import recbole_delrec
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
@@ -33,6 +34,15 @@ TINY = {
 }
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
+#: TSLRec's tiny settings: backbones and teacher of one small layer, two SFT epochs.
+TINY_BACKBONE = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1, "embedding_size": 16}
+TSL = {
+    "train_batch_size": 2048, "eval_batch_size": 4096, "MAX_ITEM_LIST_LENGTH": 20,
+    "n_groups": 4, "sft_epochs": 2, "sft_batch_size": 16, "sft_history_length": 10, "augment_batch_size": 512,
+    "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": None},
+    "backbone_config": TINY_BACKBONE, "teacher_config": {**TINY_TEACHER, **TINY_BACKBONE},
+}
+
 recbole_delrec.register()  # every test sees RecBole as the plugin's entry points leave it
 
 
@@ -42,6 +52,21 @@ def tiny_dict(checkpoint_dir: Path, **overrides) -> dict:
     values["checkpoint_dir"] = str(checkpoint_dir)
     values.update(overrides)
     return values
+
+
+def tsl_dict(checkpoint_dir: Path, **overrides) -> dict:
+    """TSLRec's tiny configuration with its artefacts under ``checkpoint_dir``."""
+    return tiny_dict(checkpoint_dir, **{**TSL, **overrides})
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
+    models gain nothing from more, and the machine is shared."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="session")

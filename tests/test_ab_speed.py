@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.benchmark_scripts import BENCHMARKS, load_script
-from tests.test_causal import save_tiny_llama
+from tests.tiny_llms import save_tiny_llama
 
 
 @pytest.mark.parametrize("change, sides", [("malloc_reuse", ("mmap", "heap")), ("huge_pages", ("heap", "huge"))])

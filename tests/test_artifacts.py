@@ -124,7 +124,7 @@ def test_resume_reaches_the_uninterrupted_metrics(finished_run, tmp_path):
 
     config = isolated_config("DELRec", "ml-100k", tiny_dict(saved, epochs=2))
     started = build(config)
-    model, trainer, (train, valid, _) = started.model, started.trainer, started.splits
+    trainer, (train, valid, _) = started.trainer, started.splits
     with pytest.raises(Killed):
         trainer.fit(train, valid, callback_fn=kill_after_first_epoch)
     with hidden_command_line():

@@ -29,12 +29,12 @@ from recbole_delrec.prompts.builder import template_dir
 from recbole_delrec.runs.cache import file_safe, llm_identity, load_or_make, split_fingerprint
 from recbole_delrec.runs.startup import build
 from recbole_delrec.llm.sources import cached_revision, resolve
-from recbole_delrec import teacher
 from recbole_delrec.delrec.distill import SoftPromptDistiller
 from recbole_delrec.teacher import load_or_train_teacher, teacher_config, teacher_file, teacher_identity
 from recbole_delrec.tslrec import trainer as tslrec_trainer
-from tests.conftest import tiny_dict
-from tests.test_tslrec import one_thread, tsl_dict  # noqa: F401 - one torch thread here too
+from tests.conftest import tiny_dict, tsl_dict
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # TSLRec's tiny runs, as in test_tslrec
 
 
 class RecordingConfig(Config):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import TaskType
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from recbole_delrec.llm.adapters import add_adalora
 from recbole_delrec.llm.attention import PROMPT_SPLIT
@@ -18,19 +17,7 @@ from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from recbole_delrec.llm.sources import LLMSource
 from recbole_delrec.prompts import PromptIds
-from tests.tiny_llms import CHAT_TEMPLATE, tiny_tokenizer
-
-TITLES = [[5], [6, 7, 8], [9, 10], [11, 12, 13, 14], [15], [16, 17]]
-
-
-def tiny_llama(vocab: int = 64, kernel: str = PROMPT_SPLIT) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=0, eos_token_id=1, bos_token_id=2)
-    model = LlamaForCausalLM(config).eval()
-    model.set_attn_implementation(kernel)
-    return model
+from tests.tiny_llms import CHAT_TEMPLATE, SHARED, TITLES, save_tiny_llama, tiny_llama, tiny_tokenizer
 
 
 def _plain_score(model, soft, prompt: PromptIds, title: list[int], end_id: int) -> float:
@@ -96,11 +83,6 @@ def test_a_batch_scored_in_forwards_of_sorted_prompts_keeps_each_rows_scores_and
     (whole * torch.arange(whole.numel()).view(whole.shape)).sum().backward()  # each cell weighed apart
     (split * torch.arange(split.numel()).view(split.shape)).sum().backward()
     assert torch.allclose(split_soft.weight.grad, whole_soft.weight.grad, atol=1e-5)
-
-
-#: Prompts that open alike (a token, two soft positions, a token), as a template's header does.
-SHARED = [PromptIds([3, 0, 0, 4, 20, 21, 30], 1), PromptIds([3, 0, 0, 4, 20, 22], 1),
-          PromptIds([3, 0, 0, 4, 25, 26, 27, 28], 1)]
 
 
 def test_a_batch_shares_the_prompts_common_first_tokens_short_of_the_shortest_prompts_end():
@@ -258,16 +240,6 @@ def test_adalora_targets_the_familys_attention_projections():
     assert trainable and all("q_proj" in n or "v_proj" in n for n in trainable)
 
 
-def save_tiny_llama(folder, chat: bool = True) -> str:
-    """A tiny random Llama and byte-level tokenizer in a ``save_pretrained`` folder."""
-    tokenizer = tiny_tokenizer(chat=chat)
-    model = tiny_llama(len(tokenizer))
-    model.config.pad_token_id = model.config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def test_load_backbone_picks_the_causal_family_from_a_folder(tmp_path):
     settings = {"llm_path": save_tiny_llama(tmp_path / "llama"), "llm_gguf_file": None, "llm_dtype": "float32",
                 "device": "cpu", "scratch_llm": {}, "checkpoint_dir": str(tmp_path)}
@@ -298,7 +270,7 @@ def test_run_delrec_on_a_causal_llm_trains_adapters_and_explains(tmp_path):
 def test_run_tslrec_on_a_causal_llm(tmp_path):
     from recbole_delrec.config import hidden_command_line
     from recbole_delrec.tslrec.quick_start import run_tslrec
-    from tests.test_tslrec import tsl_dict
+    from tests.conftest import tsl_dict
 
     values = tsl_dict(tmp_path / "saved", llm_path=save_tiny_llama(tmp_path / "llama"), llm_dtype="float32")
     with hidden_command_line():

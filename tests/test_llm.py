@@ -193,7 +193,7 @@ def test_missing_llm_path_is_a_clear_error(tmp_path):
 def test_bfloat16_forced_where_it_would_be_emulated_is_warned_about(tmp_path, caplog):
     """A CPU without bf16 units multiplies bf16 matrices 50-480x slower than float32: a forced
     ``llm_dtype: bfloat16`` there is warned about; where the units exist, nothing is said."""
-    from tests.test_causal import save_tiny_llama
+    from tests.tiny_llms import save_tiny_llama
 
     settings = {**_settings(save_tiny_llama(tmp_path / "llama")), "llm_dtype": "bfloat16"}
     with caplog.at_level(logging.WARNING):

@@ -12,7 +12,7 @@ from recbole_delrec.llm.causal import CausalScorer, PackedRow
 from recbole_delrec.llm.scoring import PromptBatch
 from recbole_delrec.llm.soft_prompt import SoftPrompt
 from tests.benchmark_scripts import load_script
-from tests.test_causal import SHARED, TITLES, save_tiny_llama, tiny_llama
+from tests.tiny_llms import SHARED, TITLES, save_tiny_llama, tiny_llama
 
 
 def test_one_run_measures_scoring_naive_stage1_stage2_and_profiles(tmp_path, capsys):

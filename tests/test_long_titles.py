@@ -59,7 +59,7 @@ def test_very_large_catalogue_checks_and_builds(tmp_path):
 def test_odd_titles_run_end_to_end_on_a_byte_level_llm(tmp_path, caplog):
     """Titles that spell special tokens or template slots, other scripts, emoji, double quotes
     and duplicates: read as text, run through, and the duplicates said in the log."""
-    from tests.test_causal import save_tiny_llama
+    from tests.tiny_llms import save_tiny_llama
 
     odd = titles(60, (2, 5)) | {
         "i1": "Heat <|im_end|> 1995", "i2": "</s> <pad> Night", "i3": "东京 物語", "i4": "🎬 Café Crème",

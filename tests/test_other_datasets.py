@@ -16,9 +16,8 @@ from recbole_delrec import run_delrec
 from recbole_delrec.config import hidden_command_line, isolated_config
 from recbole_delrec.runs.startup import build
 from recbole_delrec.tslrec.quick_start import run_tslrec
-from tests.conftest import tiny_dict
+from tests.conftest import tiny_dict, tsl_dict
 from tests.generated import LOAD_COL, histories, rename_fields, titles, write_atomic, write_presplit
-from tests.test_tslrec import tsl_dict
 
 RENAMED = {"user_id": "uid", "item_id": "iid", "timestamp": "ts", "title": "name"}
 FIELDS = {"USER_ID_FIELD": "uid", "ITEM_ID_FIELD": "iid", "TIME_FIELD": "ts", "title_field": "name",

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.benchmark_scripts import load_script
-from tests.test_causal import save_tiny_llama
+from tests.tiny_llms import save_tiny_llama
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and glibc's heap")
 

@@ -23,29 +23,10 @@ from recbole_delrec.tslrec.gated import GatedItemEmbedding, GroupedItemEmbedding
 from recbole_delrec.tslrec.grouping import item_groups, kmeans, preference_targets, user_sequences
 from recbole_delrec.tslrec.sft import PreferenceLLM, augment, tokenizer_corpus, train_sft, tslrec_template
 from recbole_delrec.tslrec.quick_start import run_tslrec
-from tests.conftest import TINY_LLM, TINY_TEACHER, tiny_dict
+from tests.conftest import TINY_LLM, TSL, tsl_dict
 
-TINY_BACKBONE = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1, "embedding_size": 16}
-TSL = {
-    "train_batch_size": 2048, "eval_batch_size": 4096, "MAX_ITEM_LIST_LENGTH": 20,
-    "n_groups": 4, "sft_epochs": 2, "sft_batch_size": 16, "sft_history_length": 10, "augment_batch_size": 512,
-    "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": None},
-    "backbone_config": TINY_BACKBONE, "teacher_config": {**TINY_TEACHER, **TINY_BACKBONE},
-}
 METRICS = {"hit@5", "hit@10", "ndcg@5", "ndcg@10"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these tiny models gain nothing from more, and the machine is shared."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-def tsl_dict(checkpoint_dir, **overrides) -> dict:
-    return tiny_dict(checkpoint_dir, **{**TSL, **overrides})
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class EncoderCalls:

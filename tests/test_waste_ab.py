@@ -10,7 +10,7 @@ import torch
 
 from recbole_delrec.runs import allocator
 from tests.benchmark_scripts import load_script
-from tests.test_causal import save_tiny_llama
+from tests.tiny_llms import save_tiny_llama
 
 
 def test_one_run_measures_each_waste_beside_the_product(tmp_path):

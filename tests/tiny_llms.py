@@ -16,6 +16,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from recbole_delrec.llm.attention import PROMPT_SPLIT
+from recbole_delrec.prompts import PromptIds
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -106,3 +109,33 @@ def write_tiny_gguf(path: str | Path, seed: int = 0) -> tuple[LlamaForCausalLM, 
     writer.write_tensors_to_file()
     writer.close()
     return model, tokenizer
+
+
+#: Title token ids of six items, for scorers fed by hand.
+TITLES = [[5], [6, 7, 8], [9, 10], [11, 12, 13, 14], [15], [16, 17]]
+
+
+#: Prompts that open alike (a token, two soft positions, a token), as a template's header does.
+SHARED = [PromptIds([3, 0, 0, 4, 20, 21, 30], 1), PromptIds([3, 0, 0, 4, 20, 22], 1),
+          PromptIds([3, 0, 0, 4, 25, 26, 27, 28], 1)]
+
+
+def tiny_llama(vocab: int = 64, kernel: str = PROMPT_SPLIT) -> LlamaForCausalLM:
+    """A seeded random two-layer Llama in eval mode, attention through ``kernel``."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    model = LlamaForCausalLM(config).eval()
+    model.set_attn_implementation(kernel)
+    return model
+
+
+def save_tiny_llama(folder, chat: bool = True) -> str:
+    """A tiny random Llama and byte-level tokenizer in a ``save_pretrained`` folder."""
+    tokenizer = tiny_tokenizer(chat=chat)
+    model = tiny_llama(len(tokenizer))
+    model.config.pad_token_id = model.config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
