@@ -83,6 +83,12 @@ def test_recbole_checkpoints_load_safely(tiny_data, tmp_path):
     model.load_state_dict(checkpoint["state_dict"])
 
 
+def titles_read(dataset) -> dict[str, str]:
+    """``{item token: title}`` as RecBole loaded them (the padding item left out)."""
+    return {dataset.id2token("item_id", i): " ".join(dataset.id2token("title", [t for t in row.tolist() if t]))
+            for i, row in enumerate(dataset.item_feat["title"]) if i}
+
+
 def test_titles_with_double_quotes_load_as_written(tmp_path):
     """compat's ``literal_quotes``: without it RecBole stops at the first title and, with
     the unmatched quote of ``i3``, would join rows ``i3`` to ``i5`` into one title; a field
@@ -94,9 +100,7 @@ def test_titles_with_double_quotes_load_as_written(tmp_path):
     config = isolated_config("DELRec", "quotes", tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL,
                                                          user_inter_num_interval="[1,inf)"))
     dataset = create_dataset(config)
-    read = {dataset.id2token("item_id", i): " ".join(dataset.id2token("title", [t for t in row.tolist() if t]))
-            for i, row in enumerate(dataset.item_feat["title"]) if i}
-    assert read == {**names, "i6": 'The "Best" of'}
+    assert titles_read(dataset) == {**names, "i6": 'The "Best" of'}
 
 
 def test_a_comma_separated_data_set_keeps_csv_quoting(tmp_path):
@@ -114,6 +118,4 @@ def test_a_comma_separated_data_set_keeps_csv_quoting(tmp_path):
     config = isolated_config("DELRec", "commas", tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL,
                                                          field_separator=",", user_inter_num_interval="[1,inf)"))
     dataset = create_dataset(config)
-    read = {dataset.id2token("item_id", i): " ".join(dataset.id2token("title", [t for t in row.tolist() if t]))
-            for i, row in enumerate(dataset.item_feat["title"]) if i}
-    assert read == names
+    assert titles_read(dataset) == names
