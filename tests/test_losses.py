@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import recbole.data.dataset as recbole_dataset
 
 from recbole_delrec.config import isolated_config
@@ -90,3 +91,29 @@ def test_interactions_without_a_time_are_counted(tmp_path, caplog):
         prepare_data(isolated_config("DELRec", "untimed", values))
     assert "Loading 'untimed': 2 of 60 interactions have no timestamp; RecBole gave them the column's mean" \
         in "\n".join(_warnings(caplog))
+
+
+def _emptied(tmp_path, items: dict[str, str], **overrides) -> str:
+    """The error of loading 20 users x 6 items whose filtering leaves nothing."""
+    write_atomic(tmp_path, "emptied", histories(20, 6, N_ITEMS, seed=3), items)
+    values = tiny_dict(tmp_path / "saved", data_path=str(tmp_path), load_col=LOAD_COL, domain="products",
+                       **{"user_inter_num_interval": "[1,inf)", **overrides})
+    with pytest.raises(ValueError) as error:
+        prepare_data(isolated_config("DELRec", "emptied", values))
+    return str(error.value)
+
+
+def test_a_filter_that_empties_the_data_set_is_named(tmp_path):
+    """RecBole says only "Some feat is empty": the message names the file, the step and its option."""
+    message = _emptied(tmp_path, titles(N_ITEMS, (2, 5)), user_inter_num_interval="[50,inf)")
+    assert "Loading 'emptied': nothing is left of emptied.inter after RecBole's filtering" in message
+    assert "dropped 120 of 120 interactions" in message and "user_inter_num_interval [50,inf)" in message
+    assert "widen those intervals" in message
+
+
+def test_item_ids_that_match_no_interaction_are_named(tmp_path):
+    items = {f"x{item[1:]}": title for item, title in titles(N_ITEMS, (2, 5)).items()}  # i1 -> x1
+    message = _emptied(tmp_path, items)
+    assert "nothing is left of emptied.inter" in message
+    assert "without a row in emptied.item (filter_inter_by_user_or_item: True)" in message
+    assert "ids do not match" in message

@@ -100,6 +100,22 @@ class LossReportingDataset(SequentialDataset):
         if short:
             self.losses.append(f"Loading '{self.dataset_name}': {short}")
 
+    def _reset_index(self) -> None:
+        """RecBole's own message for a data set its filters emptied ("Some feat is empty") names
+        no file and no step; this one names the file and lists what each step dropped."""
+        files = {"inter_feat": "inter", "user_feat": "user", "item_feat": "item"}
+        empty = [f"{self.dataset_name}.{files.get(name, name)}" for name in self.feat_name_list
+                 if getattr(self, name).empty]
+        if empty:
+            prefix = f"Loading '{self.dataset_name}': "
+            dropped = " ".join(line.removeprefix(prefix) for line in self.losses) or "No filtering step removed a row."
+            raise ValueError(
+                f"{prefix}nothing is left of {' and '.join(empty)} after RecBole's filtering. {dropped} "
+                f"(A step that drops every row usually means settings made for another data set, or "
+                f"files whose user and item ids do not match each other's.)"
+            )
+        super()._reset_index()
+
     # ------------------------------------------------------------------ measuring
     def _sizes(self) -> tuple[int, int, int]:
         feat = self.inter_feat
