@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gzip
 import json
 import shlex
 import shutil
@@ -62,6 +63,9 @@ CASES = {
     "byte_order_mark": ("marked", {}, "starts with a byte-order mark"),
     "no_rows": ("empty", {}, "and no rows"),
     "text_in_float": ("dated", {}, "RecBole could not read"),
+    "untyped_header": ("untyped", {}, "is not 'name:type'"),
+    "compressed": ("zipped", {}, "is compressed (gzip)"),
+    "filtered_empty": ("ml-100k", {"user_inter_num_interval": "[5000,inf)"}, "nothing is left of"),
     "presplit_alias": ("presplit", {"benchmark_filename": ["train", "valid", "test"], "load_col": PRESPLIT_COL},
                        "Set `alias_of_item_id"),
     "presplit_two_test_rows": ("doubled", {"benchmark_filename": ["train", "valid", "test"], "load_col": PRESPLIT_COL,
@@ -74,7 +78,7 @@ GENERATED = {"load_col": LOAD_COL, "title_field": "title", "domain": "products",
 def prepare(folder: Path) -> None:
     """The generated data sets (``toy`` with titles, ``bare`` without a .item file, bad
     copies of ``toy``: a latin-1 byte, a byte-order mark, no rows, a date in the float
-    timestamp, and ``toy``'s histories as pre-split files, ``doubled`` with two test rows for
+    timestamp, a header without types, a gzip file under the .inter name, and ``toy``'s histories as pre-split files, ``doubled`` with two test rows for
     one user) and a template folder of the packaged templates but for an rps.txt that lacks
     ``{candidates}`` (an LSR template may leave it out: the history-only prompt scores each
     candidate pointwise)."""
@@ -91,6 +95,8 @@ def prepare(folder: Path) -> None:
         ("marked", "inter", lambda data: b"\xef\xbb\xbf" + data),
         ("empty", "inter", lambda data: data.split(b"\n", 1)[0] + b"\n"),
         ("dated", "inter", lambda data: data.rstrip(b"\n").rsplit(b"\t", 1)[0] + b"\t2020-01-03\n"),
+        ("untyped", "inter", lambda data: b"user_id\titem_id\ttimestamp\n" + data.split(b"\n", 1)[1]),
+        ("zipped", "inter", gzip.compress),
     ):
         shutil.copytree(folder / "toy", folder / name)
         for path in (folder / name).iterdir():

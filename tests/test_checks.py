@@ -7,6 +7,7 @@ generated atomic files (``tests/generated.py``) and RecBole's bundled ML-100K.
 
 from __future__ import annotations
 
+import gzip
 import logging
 from pathlib import Path
 
@@ -87,6 +88,25 @@ def test_a_byte_order_mark_names_the_file_and_the_encoding_that_reads_it(toy, tm
     fails_fast(toy, "toy.inter starts with a byte-order mark", "'\\ufeffuser_id:token'", "`encoding: utf-8-sig`")
     toy["encoding"] = "utf-8-sig"
     assert build(isolated_config("DELRec", "toy", toy)).model.item_text[1]
+
+
+@pytest.mark.parametrize("suffix, old, new", [
+    ("inter", "user_id:token\titem_id:token\ttimestamp:float", "user_id\titem_id\ttimestamp"),  # no types
+    ("item", "title:token_seq", "title:token_sequence"),
+])
+def test_a_header_column_without_a_known_type_is_named(toy, tmp_path, suffix, old, new):
+    """RecBole says "not enough values to unpack" or "Type ... is not supported", naming no file."""
+    path = tmp_path / "toy" / f"toy.{suffix}"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    fails_fast(toy, f"toy.{suffix}: the header's column '{new.split(chr(9))[0]}' is not 'name:type'",
+               "token, float, token_seq, float_seq")
+
+
+def test_a_compressed_atomic_file_is_named_as_such(toy, tmp_path):
+    inter = tmp_path / "toy" / "toy.inter"
+    inter.write_bytes(gzip.compress(inter.read_bytes()))
+    fails_fast(toy, "toy.inter is compressed (gzip)", "decompress it")
 
 
 def test_text_in_a_float_column_names_the_file(toy, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from recbole.config import Config
-from recbole.utils import get_model
+from recbole.utils import FeatureType, get_model
 
 
 def check_config(config: Config) -> None:
@@ -50,6 +50,8 @@ def readable(path: Path, config: Config, chunk: int = 1 << 24) -> None:
     decoder, lines = codecs.getincrementaldecoder(encoding)(), 0
     with open(path, "rb") as file:
         for index, block in enumerate(iter(lambda: file.read(chunk), b"")):
+            if index == 0:
+                not_compressed(path, block)
             try:
                 text = decoder.decode(block)
             except UnicodeDecodeError as error:
@@ -69,6 +71,21 @@ def readable(path: Path, config: Config, chunk: int = 1 << 24) -> None:
             lines += block.count(b"\n")
 
 
+#: The first bytes of compressed files that data sets are shipped in.
+_COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip"), b"PK\x03\x04": ("zip", "unzip"), b"BZh": ("bzip2", "bunzip2"),
+               b"\xfd7zXZ\x00": ("xz", "unxz"), b"\x28\xb5\x2f\xfd": ("zstd", "unzstd")}
+
+
+def not_compressed(path: Path, start: bytes) -> None:
+    """A compressed file under an atomic file's name would read as a bad byte in the encoding."""
+    for magic, (kind, tool) in _COMPRESSED.items():
+        if start.startswith(magic):
+            raise ValueError(
+                f"{path} is compressed ({kind}), and RecBole reads atomic files as plain text: decompress it "
+                f"(e.g. `{tool}`) and give the text file that name."
+            )
+
+
 def header(path: Path, config: Config) -> dict[str, str]:
     """``{column: type}`` of an atomic file's first line, once the whole file is :func:`readable`
     and a row follows the header (RecBole fails on an empty file with no file named)."""
@@ -78,9 +95,25 @@ def header(path: Path, config: Config) -> dict[str, str]:
         if not any(line.strip() for line in file):  # stops at the first row
             raise ValueError(f"{path} has a header ({first!r}) and no rows: fill it, or point `data_path` at the "
                              f"folder that holds the whole data set.")
-    return dict(
-        (column.split(":", 1) + [""])[:2] for column in first.split(config["field_separator"]) if column
-    )
+    return typed_columns(path, first.split(config["field_separator"]))
+
+
+def typed_columns(path: Path, columns: list[str]) -> dict[str, str]:
+    """``{column: type}`` of a header whose every column is RecBole's ``name:type``: RecBole
+    reads a header without types, or with a misspelt one, as "not enough values to unpack" or
+    "Type flaot ... is not supported", with no file named."""
+    types = [kind.value for kind in FeatureType]
+    parsed = {}
+    for column in columns:
+        name, _, kind = column.partition(":")
+        if kind not in types or not name:
+            raise ValueError(
+                f"{path}: the header's column {column!r} is not 'name:type' with a type RecBole knows "
+                f"({', '.join(types)}). Write each header column as e.g. 'user_id:token', 'timestamp:float', "
+                f"'title:token_seq'."
+            )
+        parsed[name] = kind
+    return parsed
 
 
 def loaded_columns(config: Config, source: str, columns: Mapping[str, str]) -> set[str]:
