@@ -27,10 +27,15 @@ patch that fails without it.
   unmatched one silently joins every row up to the next quote into one title.  RecBole's
   data set module gets a ``read_csv`` that reads quotes as text, except a whole field quoted
   the way ``csv.writer`` (and so ``recbole_delrec.convert``) writes it, which reads as before.
+* RecBole's evaluation ``Collector.get_data_struct`` calls ``.cpu()`` on everything it
+  collected, and ``data.num_items`` (and ``data.count_items``) are not tensors: any run with
+  ItemCoverage, AveragePopularity, GiniIndex, ShannonEntropy or TailPercentage among its
+  metrics fails at its first evaluation (RecBole issue #2131, open).  Only tensors are moved.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 from collections.abc import Callable
@@ -43,6 +48,7 @@ import recbole.data.dataset.dataset as recbole_dataset_module
 import torch
 import torch.distributed as dist
 from recbole.config import Config
+from recbole.evaluator.collector import Collector, DataStruct
 from recbole.trainer import Trainer
 from recbole.trainer.trainer import AbstractTrainer
 from recbole.utils import set_color
@@ -115,6 +121,22 @@ def _trainer_init(self: AbstractTrainer, config: Config, model: torch.nn.Module)
         self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         on_gpu = next(model.parameters()).device.type == "cuda"
         self.distributed_model = DistributedDataParallel(self.model, device_ids=[config["local_rank"]] if on_gpu else None)
+
+
+def _get_data_struct(self: Collector) -> DataStruct:
+    """RecBole's ``Collector.get_data_struct``, moving only tensors to the CPU."""
+    for key, value in list(self.data_struct._data_dict.items()):
+        if isinstance(value, torch.Tensor):
+            self.data_struct._data_dict[key] = value.cpu()
+    returned_struct = copy.deepcopy(self.data_struct)
+    for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
+        if key in self.data_struct:
+            del self.data_struct[key]
+    return returned_struct
+
+
+def _collector_counts() -> None:
+    Collector.get_data_struct = _get_data_struct
 
 
 def _anomaly_off() -> None:
@@ -194,6 +216,8 @@ PATCHES = (
     Patch("literal_quotes", "RecBole reads atomic files with pandas' CSV quoting: a field that starts with a "
           "double quote (a title '\"Weird Al\" Yankovic') stops the load with a parser error, and an unmatched "
           "one silently joins the rows up to the next quote into one title", _literal_quotes),
+    Patch("collector_counts", "RecBole's evaluation collector calls .cpu() on data.num_items, an int: every "
+          "item-distribution metric (ItemCoverage, GiniIndex, ...) fails at the first evaluation", _collector_counts),
 )
 
 

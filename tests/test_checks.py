@@ -19,7 +19,7 @@ from recbole_delrec.config import hidden_command_line, isolated_config
 from recbole_delrec.prompts import load_template
 from recbole_delrec.runs.startup import build
 from recbole_delrec.tslrec.quick_start import run_tslrec
-from tests.conftest import tiny_dict
+from tests.conftest import tiny_dict, tsl_dict
 from tests.generated import LOAD_COL, histories, titles, write_atomic
 
 N_ITEMS = 60
@@ -205,6 +205,40 @@ def test_zero_title_budget(toy):
     fails_fast(toy, "`max_prompt_title_tokens` must be a whole number of at least 1")
 
 
+@pytest.mark.parametrize("setting, value, expected", [
+    # once taken silently: 0 read as "no limit", Hit@30 of 1 for every user, an unknown loss as ce,
+    # an unknown optimizer as Adam, bucket edges refused only in a seeded run's summary
+    ("train_max_prefixes", 0, "`train_max_prefixes` must be a whole number of at least 1 or ~ (no limit)"),
+    ("eval_max_users", 0, "`eval_max_users` must be a whole number of at least 1 or ~"),
+    ("topk", [1, 5, 30], "topk [1, 5, 30] has [30]: each user's target is ranked among 20 candidates"),
+    ("rps_loss", "mse", "`rps_loss` is 'mse': use one of ce, kl"),
+    ("learner", "adan", "`learner` is 'adan', an optimizer RecBole does not know"),
+    ("epochs", -1, "`epochs` must be a whole number of at least 0"),
+    ("popularity_edges", [5], "`popularity_edges` must be two cut points"),
+    # once raised by torch, numpy or RecBole after the teacher (or stage 1, or an epoch) trained
+    ("learning_rate", -1, "`learning_rate` must be a number above 0, and it is -1"),
+    ("stage1_learning_rate", "fast", "`stage1_learning_rate` must be a number above 0, and it is 'fast'"),
+    ("stage1_holdout_users", 1.5, "`stage1_holdout_users` must be a number at least 0 and below 1"),
+    ("teacher_topk", 25, "`teacher_topk` must be a whole number from 1 to 20, and it is 25"),
+    ("n_soft_tokens", -5, "`n_soft_tokens` must be a whole number of at least 0"),
+    ("stage1_bucket_window", 0, "`stage1_bucket_window` must be a whole number of at least 1"),
+    ("valid_metric", "Recall@5", "valid_metric 'Recall@5' is not among the metrics the run reports (hit@1, "),
+    ("metrics", ["LogLoss"], "metrics ['LogLoss'] has ['LogLoss'], which DELRec cannot compute"),
+])
+def test_a_bad_setting_is_named_before_the_data_is_read(toy, setting, value, expected):
+    toy[setting] = value
+    fails_fast(toy, expected)
+
+
+def test_settings_at_their_edges_pass_the_checks(toy):
+    edges = {"stage1_epochs": 0, "eval_max_users": None, "train_max_prefixes": None, "learner": "AdamW",
+             "metrics": ["Recall", "GAUC", "NDCG", "ItemCoverage"], "topk": [19], "valid_metric": "gauc", "teacher_topk": 20,
+             "stage1_holdout_users": 0, "weight_decay": 0, "popularity_edges": [11, 12], "stage": "all"}
+    config = isolated_config("DELRec", "toy", {**toy, **edges})
+    build(config)
+    assert config["n_candidates"] == 20
+
+
 def test_llm_path_missing_folder(toy, tmp_path):
     toy["llm_path"] = str(tmp_path / "no-such-t5")
     fails_fast(toy, "llm_path", "does not exist", "save_pretrained")
@@ -253,4 +287,20 @@ def test_tslrec_checks_timestamp_before_training(tmp_path):
                        load_col={"inter": ["user_id", "item_id"]})
     with hidden_command_line(), pytest.raises(ValueError, match="TIME_FIELD 'timestamp'"):
         run_tslrec(dataset="toy", config_dict=values)
+    assert not list((tmp_path / "saved").glob("teacher-*"))
+
+
+@pytest.mark.parametrize("setting, value, expected", [
+    ("tslrec_variant", "gated", "`tslrec_variant` is 'gated': use one of base, ci, tslrec"),  # run_tslrec ignored it
+    ("sft_learning_rate", 0, "`sft_learning_rate` must be a number above 0"),  # trained nothing, silently
+    ("learner", "sgdd", "`learner` is 'sgdd'"),  # trained with Adam, silently
+    ("valid_metric", "Recall@5", "valid_metric 'Recall@5' is not among the metrics the run reports"),
+])
+def test_tslrec_names_a_bad_setting_before_training(tmp_path, setting, value, expected):
+    write_atomic(tmp_path, "toy", histories(40, 8, N_ITEMS), None)
+    values = tsl_dict(tmp_path / "saved", data_path=str(tmp_path), user_inter_num_interval="[1,inf)",
+                      load_col={"inter": ["user_id", "item_id", "timestamp"]}, **{setting: value})
+    with hidden_command_line(), pytest.raises(ValueError) as info:
+        run_tslrec(dataset="toy", config_dict=values)
+    assert expected in str(info.value)
     assert not list((tmp_path / "saved").glob("teacher-*"))

@@ -10,7 +10,7 @@ from recbole.model.sequential_recommender import GRU4Rec
 from recbole.trainer import Trainer
 from recbole.utils import ModelType, get_model, get_trainer, init_seed
 
-from recbole.data import create_dataset
+from recbole.data import create_dataset, data_preparation
 
 from recbole_delrec import DELRec, DELRecTrainer, register
 from recbole_delrec.config import isolated_config
@@ -81,6 +81,21 @@ def test_recbole_checkpoints_load_safely(tiny_data, tmp_path):
     checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
     assert checkpoint["config"]["model"] == "GRU4Rec"
     model.load_state_dict(checkpoint["state_dict"])
+
+
+def test_item_distribution_metrics_evaluate(tmp_path):
+    """compat's ``collector_counts``: RecBole's own Trainer evaluates ItemCoverage and GiniIndex,
+    which need the catalogue's size (an int its collector called ``.cpu()`` on: RecBole #2131)."""
+    values = tiny_dict(tmp_path, epochs=1, train_batch_size=2048, loss_type="CE", train_neg_sample_args=None,
+                       eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
+                       metrics=["ItemCoverage", "GiniIndex", "Hit"], topk=[5], valid_metric="Hit@5")
+    config = isolated_config("GRU4Rec", "ml-100k", values)
+    init_seed(config["seed"], True)
+    train, valid, _ = data_preparation(config, create_dataset(config))
+    trainer = Trainer(config, GRU4Rec(config, train._dataset))
+    trainer.eval_collector.data_collect(train)
+    result = trainer.evaluate(valid, load_best_model=False)
+    assert 0 < result["itemcoverage@5"] <= 1 and 0 < result["giniindex@5"] <= 1, result
 
 
 def titles_read(dataset) -> dict[str, str]:

@@ -4,8 +4,8 @@ start-up (:mod:`recbole_delrec.runs.startup`) before anything trains.
 A model class adds its own checks through two class methods that RecBole never calls
 (``check_config(config)`` before the data set is read, ``check_dataset(config, dataset)``
 after it is loaded); each message names the setting, what was found and the fix.  The
-checks they share live here; a bad setting then costs the seconds of reading a header, not
-the minutes of training a teacher.
+checks they share live here, those of single settings in :mod:`recbole_delrec.options`; a
+bad setting then costs the seconds of reading a header, not the minutes of training a teacher.
 """
 
 from __future__ import annotations
@@ -216,9 +216,9 @@ def benchmark_files(config: Config) -> None:
 
 def one_row_per_user(config: Config, dataset) -> None:
     """Pre-split files give each user at most one validation and one test row, as the
-    leave-one-out split does (:func:`leave_one_out`): candidate sets, records and the paired
-    tests are per user, and RecBole's sampled evaluation would score a user's second row
-    with the first row's history and candidates."""
+    leave-one-out split does (:func:`recbole_delrec.options.leave_one_out`): candidate sets,
+    records and the paired tests are per user, and RecBole's sampled evaluation would score a
+    user's second row with the first row's history and candidates."""
     parts = config["benchmark_filename"]
     if not parts:
         return
@@ -256,27 +256,7 @@ def timestamp_loaded(config: Config) -> None:
     )
 
 
-# ---------------------------------------------------------------------- settings
-def leave_one_out(config: Config) -> None:
-    """One test row per user: candidate sets, records and the paired tests are all per user,
-    which RecBole's leave-one-out split gives; a ratio split gives a user several test rows
-    and would otherwise fail mid-test with a message about a "file of another split"."""
-    split = config["eval_args"]["split"]
-    if "LS" not in (split or {}):
-        raise ValueError(
-            f"eval_args.split is {split}: {config['model']} evaluates each user's next item, one test row per "
-            f"user; use RecBole's leave-one-out split, `eval_args: {{split: {{LS: valid_and_test}}, order: TO}}`."
-        )
-
-
-def positive(config: Config, keys: tuple[str, ...]) -> None:
-    """Each of ``keys`` is a whole number of at least 1."""
-    for key in keys:
-        value = config[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{key}` must be a whole number of at least 1, and it is {value!r}.")
-
-
+# ---------------------------------------------------------------------- settings against the data
 def catalogue_holds(config: Config, dataset, n_candidates: int) -> None:
     """Every prompt lists ``n_candidates`` distinct items: the catalogue must have them."""
     n_items = dataset.item_num - 1  # RecBole's id 0 is padding
@@ -299,13 +279,4 @@ def prompt_fits(config: Config, task: str, longest: int, n_candidates: int) -> N
             f"item with titles of up to max_prompt_title_tokens={config['max_prompt_title_tokens']} "
             f"tokens), more than max_prompt_tokens={limit}: raise `max_prompt_tokens` to at least "
             f"{longest}, or lower `max_prompt_title_tokens`, `n_candidates` or `n_soft_tokens`."
-        )
-
-
-def known_tasks(config: Config, tasks: tuple[str, ...]) -> None:
-    """``delrec_tasks`` lists stage-1 tasks that exist."""
-    unknown = [t for t in config["delrec_tasks"] or () if t not in tasks]
-    if unknown:
-        raise ValueError(
-            f"delrec_tasks {config['delrec_tasks']} has {unknown}: use a sub-list of {list(tasks)}."
         )

@@ -26,11 +26,15 @@ from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 
+from recbole_delrec import options
 from recbole_delrec.data import checks
-from recbole_delrec.data.candidates import (CandidateSampler, check_candidates,
+from recbole_delrec.data.candidates import (CandidateSampler, check_candidates, eval_modes,
                                             saved_candidate_sets)
 from recbole_delrec.data.losses import log_history_cuts, log_title_losses
+from recbole_delrec.delrec.distill.weighting import WEIGHTINGS
 from recbole_delrec.evaluation.baselines import check_baselines
+from recbole_delrec.evaluation.buckets import check_options as check_evidence
+from recbole_delrec.evaluation.summary import EVIDENCE_KEYS
 from recbole_delrec.llm.adapters import ADAPTER_TAGS, add_adalora, orthogonal_penalty
 from recbole_delrec.llm.backbone import Backbone, set_speed_options
 from recbole_delrec.llm.loading import check_llm_path, load_backbone
@@ -45,7 +49,17 @@ TASKS = ("lsr", "rps", "ta")
 STAGE1_TASKS = ("rps", "ta")
 #: Settings that must be whole numbers of at least 1.
 COUNTS = ("history_length", "max_title_tokens", "max_prompt_title_tokens", "max_prompt_tokens", "candidate_orders",
-          "prompts_per_forward")
+          "prompts_per_forward", "ta_demo_length", "ta_query_length", "stage1_batch_size", "stage1_bucket_window")
+#: Limits: a whole number of at least 1, or ~ for none.
+LIMITS = ("stage1_prefixes_per_user", "stage1_max_examples", "train_prefixes_per_user", "train_max_prefixes",
+          "eval_max_users")
+#: Whole numbers of at least 0 (0: that step is skipped).
+ZERO_OR_MORE = ("stage1_epochs", "n_soft_tokens")
+#: Numbers above 0.
+RATES = ("stage1_learning_rate", "rps_temperature")
+#: DELRec's run stages (``stage``): teacher + stage 1, stage 2 on a saved soft prompt, or both.
+STAGES = ("1", "2", "all")
+CHOICES = {"rps_loss": ("ce", "kl"), "stage1_weighting": WEIGHTINGS, "stage": STAGES}
 
 
 class DELRec(SequentialRecommender):
@@ -100,10 +114,9 @@ class DELRec(SequentialRecommender):
         RecBole reads the data: candidates, baselines, options, teacher, title columns,
         time order (or pre-split histories), templates, LLM."""
         check_candidates(config)
-        checks.leave_one_out(config)
+        options.leave_one_out(config)
         check_baselines(config)
-        checks.positive(config, COUNTS)
-        checks.known_tasks(config, STAGE1_TASKS)
+        cls.check_settings(config)
         teacher_class(config["teacher_model"])
         checks.sequences_ordered(config)
         titles = {"title_field": config["title_field"]}
@@ -115,6 +128,24 @@ class DELRec(SequentialRecommender):
             path = template_path(task, config["domain"], config["prompt_template_dir"])
             check_template(task, path.read_text(encoding="utf-8"), static, path)
         check_llm_path(config["llm_path"], config["llm_gguf_file"], config["checkpoint_dir"])
+
+    @staticmethod
+    def check_settings(config) -> None:
+        """Each setting alone: numbers in range, names known, metrics that the candidate
+        ranking reports (:mod:`recbole_delrec.options`)."""
+        options.recbole_settings(config)
+        options.whole(config, COUNTS)
+        options.whole(config, LIMITS, optional=True)
+        options.whole(config, ZERO_OR_MORE, least=0)
+        options.whole(config, ("teacher_topk",), most=config["n_candidates"],
+                      why=": rps lists the teacher's top k among the candidates of a prompt")
+        options.number(config, RATES, 0)
+        options.number(config, ("stage1_holdout_users",), 0, high=1, low_allowed=True)
+        options.one_of(config, CHOICES)
+        options.known_tasks(config, STAGE1_TASKS)
+        if "full" not in eval_modes(config).values():
+            options.cut_offs_below(config, config["n_candidates"])
+        check_evidence({key: config[key] for key in EVIDENCE_KEYS})
 
     @classmethod
     def check_dataset(cls, config, dataset) -> None:

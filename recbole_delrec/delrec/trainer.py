@@ -28,6 +28,7 @@ from recbole.utils import init_seed, set_color
 from recbole_delrec import distributed
 from recbole_delrec.runs.artifacts import load_tensors, save_tensors
 from recbole_delrec.delrec.distill.artifact import prepare_soft_prompt
+from recbole_delrec.delrec.model import STAGES
 from recbole_delrec.llm.adapters import allocate_ranks, base_state_dict, load_rank_state, merged_adapters, rank_state
 from recbole_delrec.data.candidates import CandidateSets, saved_candidate_sets
 from recbole_delrec.data.prefixes import stage2_prefixes
@@ -154,8 +155,8 @@ class DELRecTrainer(Trainer):
     @property
     def stage(self) -> str:
         stage = str(self.config["stage"])
-        if stage not in ("1", "2", "all"):
-            raise ValueError(f"stage '{stage}' is not one of 1, 2, all.")
+        if stage not in STAGES:
+            raise ValueError(f"stage '{stage}' is not one of {', '.join(STAGES)}.")
         return stage
 
     def _latest_prefix_loader(self, train_data) -> TrainDataLoader:

@@ -74,24 +74,41 @@ def activity_buckets(n_train: np.ndarray, edges: Sequence[float] | None = None) 
     return Buckets("activity", names, ranges, labels, cuts)
 
 
-def popularity_buckets(counts: np.ndarray, cold_item_max: int, edges: Sequence[float] | None = None) -> Buckets:
-    """Users by their target's training count: cold, then tail / torso / head."""
+def check_options(options: Mapping) -> None:
+    """The evidence settings (``activity_edges``, ``cold_item_max``, ``popularity_edges``) can
+    cut users: checked at start-up, so that a seeded run does not fail in its summary after
+    every seed has trained."""
+    if options.get("activity_edges") is not None:
+        check_edges(options["activity_edges"], "activity_edges")
+    _popularity_cuts(options.get("cold_item_max", 10), options.get("popularity_edges"))
+
+
+def _popularity_cuts(cold_item_max: int, edges: Sequence[float] | None) -> list[float] | None:
+    """``popularity_edges`` as two cut points above ``cold_item_max`` (None: unset), or an
+    error naming the setting."""
     if isinstance(cold_item_max, bool) or not isinstance(cold_item_max, (int, np.integer)) or cold_item_max < 0:
         raise ValueError(f"`cold_item_max` must be an integer >= 0; found {cold_item_max!r}.")
+    if edges is None:
+        return None
+    cuts = check_edges(edges, "popularity_edges")
+    if len(cuts) != 2 or cuts[0] <= cold_item_max:
+        raise ValueError(
+            f"`popularity_edges` must be two cut points [tail_max, torso_max] above cold_item_max="
+            f"{cold_item_max}; found {cuts!r}. Example: [{cold_item_max + 40}, {cold_item_max + 150}]."
+        )
+    return cuts
+
+
+def popularity_buckets(counts: np.ndarray, cold_item_max: int, edges: Sequence[float] | None = None) -> Buckets:
+    """Users by their target's training count: cold, then tail / torso / head."""
+    cuts = _popularity_cuts(cold_item_max, edges)
     counts = np.asarray(counts, dtype=float)
     warm = counts > cold_item_max
-    if edges is None:  # terciles of the warm targets, kept above the cold bucket and increasing
+    if cuts is None:  # terciles of the warm targets, kept above the cold bucket and increasing
         tail_max, torso_max = (np.floor(np.quantile(counts[warm], (1 / 3, 2 / 3))) if warm.any()
                                else (cold_item_max + 1, cold_item_max + 2))
         tail_max = max(float(tail_max), cold_item_max + 1.0)
         cuts = [tail_max, max(float(torso_max), tail_max + 1)]
-    else:
-        cuts = check_edges(edges, "popularity_edges")
-        if len(cuts) != 2 or cuts[0] <= cold_item_max:
-            raise ValueError(
-                f"`popularity_edges` must be two cut points [tail_max, torso_max] above cold_item_max="
-                f"{cold_item_max}; found {cuts!r}. Example: [{cold_item_max + 40}, {cold_item_max + 150}]."
-            )
     labels, ranges = _cut(counts, cuts, list(POPULARITY))
     labels[~warm] = "item_cold"
     ranges = {"item_cold": f"<= {cold_item_max}", "item_tail": f"({cold_item_max}, {cuts[0]:g}]",

@@ -31,6 +31,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 from torch import nn
 
+from recbole_delrec import options
 from recbole_delrec.config import isolated_config
 from recbole_delrec.data import checks
 from recbole_delrec.llm.loading import check_llm_path
@@ -43,6 +44,8 @@ VARIANTS = ("base", "ci", "tslrec")
 SHARED_KEYS = ("eval_args", "loss_type", "train_neg_sample_args", "metrics", "topk", "valid_metric")
 #: User-given keys that are TSLRec's, not the backbone's.
 OWN_KEYS = ("model", "dataset", "backbone", "backbone_config", "config_files")
+#: Settings that must be whole numbers of at least 1.
+COUNTS = ("n_groups", "kmeans_iterations", "sft_batch_size", "augment_batch_size")
 
 
 def backbone_class(name: str) -> type[SequentialRecommender]:
@@ -109,9 +112,15 @@ class TSLRec(SequentialRecommender):
 
     @classmethod
     def check_config(cls, config) -> None:
-        """Before RecBole reads the data (:mod:`recbole_delrec.data.checks`): time order,
-        backbone, instruction template and LLM, each of which would otherwise fail only after
-        the teacher trained."""
+        """Before RecBole reads the data (:mod:`recbole_delrec.data.checks`): each setting alone
+        (:mod:`recbole_delrec.options`), time order, backbone, instruction template and LLM, each
+        of which would otherwise fail only after the teacher trained (or not at all)."""
+        options.recbole_settings(config)
+        options.whole(config, COUNTS)
+        options.whole(config, ("sft_epochs",), least=0)
+        options.whole(config, ("sft_history_length",), optional=True)
+        options.number(config, ("sft_learning_rate",), 0)
+        options.one_of(config, {"tslrec_variant": VARIANTS})
         checks.sequences_ordered(config)
         backbone_class(config["backbone"])
         instruction(tslrec_template(config), int(config["n_groups"]))

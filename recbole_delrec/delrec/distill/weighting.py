@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import torch
 
+WEIGHTINGS = ("dynamic", "fixed")
+
 
 def task_weights(gradients: dict[str, torch.Tensor], mode: str = "dynamic") -> dict[str, float]:
     """Weights per task from each task's gradient on the soft prompt."""
     if mode == "fixed":
         return {task: 1.0 / len(gradients) for task in gradients}
     if mode != "dynamic":
-        raise ValueError(f"stage1_weighting '{mode}' is not one of ['dynamic', 'fixed'].")
+        raise ValueError(f"stage1_weighting '{mode}' is not one of {list(WEIGHTINGS)}.")
     raw = {task: float(grad.norm()) ** -0.5 if float(grad.norm()) > 0 else 0.0 for task, grad in gradients.items()}
     total = sum(raw.values())
     if total == 0:
