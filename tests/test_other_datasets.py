@@ -159,3 +159,44 @@ def test_bad_pre_split_files_are_named_before_training(presplit, change, message
     config = isolated_config("DELRec", "presplit", tiny_dict(root / "saved", data_path=str(root), **values))
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         build(config)
+
+
+def test_pre_split_parts_that_do_not_follow_each_other_are_logged(presplit, caplog):
+    """Each user's test history ends with their validation item, and the validation history
+    with their last training item; a test file from another preprocessing breaks that chain
+    and the log says for how many users, with one of them."""
+    root, users = presplit
+    values = tiny_dict(root / "saved", data_path=str(root), **PRESPLIT)
+    with caplog.at_level(logging.WARNING):
+        build(isolated_config("DELRec", "presplit", values))
+    assert "Pre-split parts" not in caplog.text  # write_presplit's parts follow each other
+    path = root / "presplit" / "presplit.test.inter"
+    head, *rows = path.read_text().splitlines()
+    shifted = [row if n % 3 else "\t".join([row.split("\t")[0], " ".join(users[row.split("\t")[0]][:-3]),
+                                             row.split("\t")[2]]) for n, row in enumerate(rows)]
+    path.write_text("\n".join([head, *shifted]) + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        build(isolated_config("DELRec", "presplit", values))
+    assert (f"Pre-split parts: 8 of 24 users' test history does not end with their last valid item "
+            f"(user 'u1': presplit.test.inter ends the history with '{users['u1'][-4]}', presplit.valid.inter "
+            f"has '{users['u1'][-2]}')") in caplog.text
+    assert caplog.text.count("Pre-split parts") == 1  # the validation file still follows the training file
+
+
+def test_pre_split_histories_longer_than_the_sequence_length_keep_their_latest_items(presplit, caplog):
+    """RecBole keeps a pre-split history whole, and the teacher's position embeddings then
+    stopped training (``IndexError``); each history keeps its latest MAX_ITEM_LIST_LENGTH items."""
+    root, users = presplit
+    values = tiny_dict(root / "saved", data_path=str(root), MAX_ITEM_LIST_LENGTH=5, **PRESPLIT)
+    with caplog.at_level(logging.WARNING):
+        started = build(isolated_config("DELRec", "presplit", values))
+    data = started.test_data._dataset
+    feat, seq = data.inter_feat, data.item_id_list_field
+    assert feat[seq].shape[1] == 5 and (feat["item_length"] <= 5).all()
+    got = {data.id2token("user_id", u): list(data.id2token("item_id", h[:n]))
+           for u, h, n in zip(feat["user_id"].tolist(), feat[seq], feat["item_length"].tolist())}
+    assert got == {user: items[-6:-1] for user, items in users.items()}
+    assert "Pre-split histories: 144 of 264 rows had more than MAX_ITEM_LIST_LENGTH=5 items (up to 11)" in caplog.text
+    started.trainer.fit(started.train_data, started.valid_data)  # the teacher trains (it stopped with IndexError)
+    assert list((root / "saved").glob("teacher-*"))

@@ -13,11 +13,14 @@ from __future__ import annotations
 import codecs
 import os
 from collections.abc import Mapping
+from logging import getLogger
 from pathlib import Path
 
 import numpy as np
 from recbole.config import Config
 from recbole.utils import FeatureType, get_model
+
+from recbole_delrec.data.fields import item_seq_field
 
 
 def check_config(config: Config) -> None:
@@ -233,6 +236,35 @@ def one_row_per_user(config: Config, dataset) -> None:
                 f"row ('{user}' has {counts.max()}): {config['model']} evaluates each user's next item, one "
                 f"{part} row per user, as the leave-one-out split gives (the last interaction in the test "
                 f"file, the one before it in the validation file): keep one row per user there."
+            )
+
+
+def parts_chained(config: Config, dataset) -> None:
+    """Log the users whose pre-split parts do not follow each other: a validation history
+    that does not end with the user's last training item, a test history that does not end
+    with the validation item.  Parts made by one leave-one-out pass always do; parts from
+    different preprocessings (or a protocol that keeps the validation item out of the test
+    history) do not, and the run then learns and tests on histories as given, so it says so."""
+    parts = config["benchmark_filename"]
+    if not parts:
+        return
+    frame, ends = dataset.inter_feat, np.cumsum([0, *dataset.file_size_list])
+    uid, iid, seq = dataset.uid_field, dataset.iid_field, item_seq_field(dataset)
+    slices = [frame.iloc[start:end] for start, end in zip(ends[:-1], ends[1:])]
+    target = [part.groupby(uid)[iid].last() for part in slices]  # each user's last row in file order
+    last_seen = [part.groupby(uid)[seq].last().map(lambda h: h[-1] if len(h) else 0) for part in slices]
+    for before, after, (name_before, name_after) in ((0, 1, parts[:2]), (1, 2, parts[1:3])):
+        expected, found = target[before].align(last_seen[after], join="inner")
+        off = expected[expected != found]
+        if len(off):
+            user = off.index[0]
+            getLogger().warning(
+                f"Pre-split parts: {len(off):,} of {len(expected):,} users' {name_after} history does not end "
+                f"with their last {name_before} item (user '{dataset.id2token(uid, user)}': "
+                f"{atomic_file(config, f'{name_after}.inter').name} ends the history with "
+                f"'{dataset.id2token(iid, int(found[user]))}', {atomic_file(config, f'{name_before}.inter').name} "
+                f"has '{dataset.id2token(iid, int(expected[user]))}'). The parts may come from different "
+                f"preprocessings; {config['model']} uses each history as the file gives it."
             )
 
 

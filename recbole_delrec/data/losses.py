@@ -18,6 +18,7 @@ from recbole.config import Config
 from recbole.data.dataset import SequentialDataset
 
 from recbole_delrec.data.evaluated import evaluated_splits
+from recbole_delrec.data.fields import item_seq_field
 from recbole_delrec.data.titles import ItemText, TitleTokens
 
 
@@ -39,6 +40,23 @@ class LossReportingDataset(SequentialDataset):
     def build(self) -> list:
         """RecBole's splits, with the evaluated users cut to ``eval_max_users`` (DELRec's budget)."""
         return evaluated_splits(super().build(), self.config["eval_max_users"])
+
+    def _benchmark_presets(self) -> None:
+        """RecBole's set-up of pre-split files, each history first cut to its latest
+        ``MAX_ITEM_LIST_LENGTH`` items, as RecBole cuts the histories it makes itself: a longer
+        one indexes past the teacher's position embeddings (SASRec: ``IndexError: index out
+        of range in self``, mid-training), and RecBole's own ``seq_len`` keeps the oldest items."""
+        seq, cap = item_seq_field(self), self.config["MAX_ITEM_LIST_LENGTH"]
+        lengths = self.inter_feat[seq].map(len)
+        if lengths.max() > cap:
+            self.inter_feat[seq] = self.inter_feat[seq].map(lambda history: history[-cap:])
+            self.field2seqlen[seq] = cap
+            self.losses.append(
+                f"Pre-split histories: {int((lengths > cap).sum()):,} of {len(lengths):,} rows had more than "
+                f"MAX_ITEM_LIST_LENGTH={cap} items (up to {lengths.max():,}); each keeps its latest {cap}. "
+                f"Raise MAX_ITEM_LIST_LENGTH to keep more."
+            )
+        super()._benchmark_presets()
 
     def _load_feat(self, filepath: str, source):
         """RecBole's reader; a value it cannot parse (text in a ``:float`` column) is reported

@@ -150,10 +150,12 @@ class DELRec(SequentialRecommender):
     @classmethod
     def check_dataset(cls, config, dataset) -> None:
         """What needs the loaded data: titles loaded, one evaluation row per user in pre-split
-        files, enough items for every prompt, and a saved
+        files (and a log line where the parts do not follow each other), enough items for every
+        prompt, and a saved
         candidate file (``candidates_path``) that fits this data set (kept for the evaluation)."""
         check_title_field(dataset, config["title_field"])
         checks.one_row_per_user(config, dataset)
+        checks.parts_chained(config, dataset)
         checks.catalogue_holds(config, dataset, config["n_candidates"])
         saved_candidate_sets(config, dataset)
 
