@@ -10,7 +10,7 @@ trainers by name on ``recbole.trainer``, data set classes by name (``<Model>Data
   ``run_recbole``, find the plugin's models, as ``import peft`` makes its tuners known; the
   import itself changes nothing in RecBole.
 * :func:`register` makes the other three lookups answer for our models too (their data set
-  class, :class:`~recbole_delrec.data.losses.LossReportingDataset`, records what loading
+  class, :class:`~recbole_delrec.data.dataset.PluginDataset`, records what loading
   dropped) and applies the RecBole mends of :mod:`recbole_delrec.compat`.  It runs when RecBole
   first resolves a plugin model through the finder (the plugin is about to run), and every
   entry point of the plugin calls it itself; a process that never uses DELRec or TSLRec
@@ -117,7 +117,7 @@ def register() -> None:
     from recbole.config import Config
 
     from recbole_delrec import compat
-    from recbole_delrec.data.losses import LossReportingDataset
+    from recbole_delrec.data.dataset import PluginDataset
 
     compat.apply()
     for name, (module_path, trainer_path, trainer_name) in MODELS.items():
@@ -125,7 +125,7 @@ def register() -> None:
         sys.modules[alias(name)] = module
         setattr(recbole_sequential, name, getattr(module, name))
         setattr(recbole_trainer, trainer_name, getattr(importlib.import_module(trainer_path), trainer_name))
-        setattr(recbole_dataset, f"{name}Dataset", LossReportingDataset)
+        setattr(recbole_dataset, f"{name}Dataset", PluginDataset)
     _ORIGINALS.setdefault("load_internal", Config._load_internal_config_dict)
     _ORIGINALS.setdefault("get_flops", recbole_quick_start.get_flops)
     Config._load_internal_config_dict = _load_internal_config_dict

@@ -1,6 +1,6 @@
 """What loading dropped is said in the log, one line per loss, with the option that keeps it.
 
-Real RecBole loading (the plugin's ``LossReportingDataset``, picked by RecBole's own
+Real RecBole loading (the plugin's ``PluginDataset``, picked by RecBole's own
 ``create_dataset``) of generated atomic files; the lines are read with pytest's ``caplog``.
 """
 
@@ -12,7 +12,7 @@ import pytest
 import recbole.data.dataset as recbole_dataset
 
 from recbole_delrec.config import isolated_config
-from recbole_delrec.data.losses import LossReportingDataset
+from recbole_delrec.data.dataset import PluginDataset
 from recbole_delrec.runs.startup import build, prepare_data
 from tests.conftest import tiny_dict
 from tests.generated import LOAD_COL, histories, titles, write_atomic
@@ -37,8 +37,8 @@ def _warnings(caplog) -> list[str]:
 
 
 def test_recbole_picks_the_loss_reporting_dataset():
-    assert recbole_dataset.DELRecDataset is LossReportingDataset
-    assert recbole_dataset.TSLRecDataset is LossReportingDataset
+    assert recbole_dataset.DELRecDataset is PluginDataset
+    assert recbole_dataset.TSLRecDataset is PluginDataset
 
 
 def test_missing_item_rows_drop_half_and_say_how_to_keep_them(tmp_path, caplog):

@@ -87,7 +87,7 @@ def test_items_whose_scored_titles_are_alike_are_counted_and_logged(caplog):
     text = ItemText(("[PAD]", "Heat (1995)", "Heat (1995)", "Long one a", "Long one b", "Other"), n_fallback=0)
     encoded = [[0], [5, 6], [5, 6], [7, 8, 9, 1], [7, 8, 9, 2], [5]]
     scored = TitleTokens.cut(encoded, 3)
-    assert scored.alike() == [[1, 2], [3, 4]] and TitleTokens.cut(encoded, 4).alike() == [[1, 2]]
+    assert scored.alike == [[1, 2], [3, 4]] and TitleTokens.cut(encoded, 4).alike == [[1, 2]]
     with caplog.at_level("WARNING"):
         log_title_losses("shop", text, TitleTokens.cut(encoded, 4), scored)
     assert ("Titles: 4 of 5 items share their scored title with another item (2 groups, e.g. 'Heat (1995)')"

@@ -18,6 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -91,10 +92,12 @@ class TitleTokens:
     n_cut: int  # titles (padding item excluded) that lost tokens to the budget
     longest: int  # tokens of the longest title before the cut
 
+    @cached_property
     def alike(self) -> list[list[int]]:
         """Groups of items (ids; the padding item left out) whose titles are the same token ids:
         the LLM cannot tell them apart (a catalogue's duplicate titles, or long titles that
-        differ only after the budget's cut)."""
+        differ only after the budget's cut).  Computed once: the title log line and the
+        candidate sampler both read it."""
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for item, ids in enumerate(self.ids[1:], start=1):
             groups[tuple(ids)].append(item)

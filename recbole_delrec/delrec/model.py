@@ -103,7 +103,7 @@ class DELRec(SequentialRecommender):
         self.llm = add_adalora(backbone.model, self._adalora_options(config, backbone), self._total_steps(config, dataset),
                                backbone.task_type)
         self.scorer = backbone.scorer(scored_titles.ids)
-        self.sampler = CandidateSampler.from_dataset(dataset, n_candidates, self.seed, scored_titles.alike())
+        self.sampler = CandidateSampler.from_dataset(dataset, n_candidates, self.seed, scored_titles.alike)
         self.train_rng = np.random.default_rng(self.seed)
         self.teacher: SequentialRecommender | None = None
 

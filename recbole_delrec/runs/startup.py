@@ -3,8 +3,9 @@
 RecBole's ``run_recbole`` does: seed -> logger -> data set -> split -> reseed -> model ->
 trainer.  Every entry point of the plugin goes through :func:`prepare_data` and
 :func:`build` below, so they all register the plugin, check the configuration and the data
-before anything trains (:mod:`recbole_delrec.data.checks`), say what RecBole's loading
-dropped (:mod:`recbole_delrec.data.losses`), and seed exactly alike.
+before anything trains (:mod:`recbole_delrec.options`, :mod:`recbole_delrec.data.checks`),
+say what RecBole's loading dropped (:mod:`recbole_delrec.data.dataset`,
+:mod:`recbole_delrec.data.losses`), and seed exactly alike.
 """
 
 from __future__ import annotations
