@@ -95,6 +95,15 @@ def presplit(tmp_path):
     return tmp_path, users
 
 
+def rows_under_test(started) -> dict[str, tuple[list[str], str]]:
+    """Each test user's (history, target) as item tokens, as the built test split holds them."""
+    data = started.test_data._dataset
+    feat, seq = data.inter_feat, data.item_id_list_field
+    tokens = lambda field, ids: list(data.id2token(field, ids))  # noqa: E731
+    return {tokens("user_id", [u])[0]: (tokens("item_id", h[:n]), tokens("item_id", [t])[0])
+            for u, h, n, t in zip(feat["user_id"], feat[seq], feat["item_length"], feat["item_id"])}
+
+
 def test_delrec_tests_each_user_on_the_pre_split_test_row_with_its_history(presplit):
     """The defaults load the history column, no timestamp is asked for, and the test split is
     the test file's rows, histories in the items' own ids (``alias_of_item_id``)."""
@@ -102,12 +111,7 @@ def test_delrec_tests_each_user_on_the_pre_split_test_row_with_its_history(presp
     values = tiny_dict(root / "saved", data_path=str(root), **PRESPLIT)
     assert "load_col" not in values
     started = build(isolated_config("DELRec", "presplit", values))
-    data = started.test_data._dataset
-    feat, seq = data.inter_feat, data.item_id_list_field
-    tokens = lambda field, ids: list(data.id2token(field, ids))  # noqa: E731
-    got = {tokens("user_id", [u])[0]: (tokens("item_id", h[:n]), tokens("item_id", [t])[0])
-           for u, h, n, t in zip(feat["user_id"], feat[seq], feat["item_length"], feat["item_id"])}
-    assert got == {user: (items[:-1], items[-1]) for user, items in users.items()}
+    assert rows_under_test(started) == {user: (items[:-1], items[-1]) for user, items in users.items()}
 
 
 def test_delrec_runs_end_to_end_on_pre_split_files(presplit):
@@ -171,10 +175,10 @@ def test_pre_split_parts_that_do_not_follow_each_other_are_logged(presplit, capl
         build(isolated_config("DELRec", "presplit", values))
     assert "Pre-split parts" not in caplog.text  # write_presplit's parts follow each other
     path = root / "presplit" / "presplit.test.inter"
-    head, *rows = path.read_text().splitlines()
-    shifted = [row if n % 3 else "\t".join([row.split("\t")[0], " ".join(users[row.split("\t")[0]][:-3]),
-                                             row.split("\t")[2]]) for n, row in enumerate(rows)]
-    path.write_text("\n".join([head, *shifted]) + "\n")
+    head, *rows = [line.split("\t") for line in path.read_text().splitlines()]
+    for row in rows[::3]:  # u1, u4, ...: a history two items short, as another preprocessing may give
+        row[1] = " ".join(users[row[0]][:-3])
+    path.write_text("".join("\t".join(row) + "\n" for row in [head, *rows]))
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         build(isolated_config("DELRec", "presplit", values))
@@ -191,12 +195,8 @@ def test_pre_split_histories_longer_than_the_sequence_length_keep_their_latest_i
     values = tiny_dict(root / "saved", data_path=str(root), MAX_ITEM_LIST_LENGTH=5, **PRESPLIT)
     with caplog.at_level(logging.WARNING):
         started = build(isolated_config("DELRec", "presplit", values))
-    data = started.test_data._dataset
-    feat, seq = data.inter_feat, data.item_id_list_field
-    assert feat[seq].shape[1] == 5 and (feat["item_length"] <= 5).all()
-    got = {data.id2token("user_id", u): list(data.id2token("item_id", h[:n]))
-           for u, h, n in zip(feat["user_id"].tolist(), feat[seq], feat["item_length"].tolist())}
-    assert got == {user: items[-6:-1] for user, items in users.items()}
+    assert started.test_data._dataset.inter_feat["item_id_list"].shape[1] == 5
+    assert rows_under_test(started) == {user: (items[-6:-1], items[-1]) for user, items in users.items()}
     assert "Pre-split histories: 144 of 264 rows had more than MAX_ITEM_LIST_LENGTH=5 items (up to 11)" in caplog.text
     started.trainer.fit(started.train_data, started.valid_data)  # the teacher trains (it stopped with IndexError)
     assert list((root / "saved").glob("teacher-*"))

@@ -248,13 +248,13 @@ def parts_chained(config: Config, dataset) -> None:
     parts = config["benchmark_filename"]
     if not parts:
         return
-    frame, ends = dataset.inter_feat, np.cumsum([0, *dataset.file_size_list])
+    ends = np.cumsum([0, *dataset.file_size_list])
     uid, iid, seq = dataset.uid_field, dataset.iid_field, item_seq_field(dataset)
-    slices = [frame.iloc[start:end] for start, end in zip(ends[:-1], ends[1:])]
-    target = [part.groupby(uid)[iid].last() for part in slices]  # each user's last row in file order
-    last_seen = [part.groupby(uid)[seq].last().map(lambda h: h[-1] if len(h) else 0) for part in slices]
-    for before, after, (name_before, name_after) in ((0, 1, parts[:2]), (1, 2, parts[1:3])):
-        expected, found = target[before].align(last_seen[after], join="inner")
+    train, valid, test = (dataset.inter_feat.iloc[start:end] for start, end in zip(ends[:-1], ends[1:]))
+    last_item = lambda part: part.groupby(uid)[iid].last()  # noqa: E731  (each user's last row in file order)
+    history_end = lambda part: part.groupby(uid)[seq].last().map(lambda h: h[-1] if len(h) else 0)  # noqa: E731
+    for before, after, (name_before, name_after) in ((train, valid, parts[:2]), (valid, test, parts[1:3])):
+        expected, found = last_item(before).align(history_end(after), join="inner")
         off = expected[expected != found]
         if len(off):
             user = off.index[0]

@@ -145,14 +145,14 @@ class DELRec(SequentialRecommender):
         options.known_tasks(config, STAGE1_TASKS)
         if "full" not in eval_modes(config).values():
             options.cut_offs_below(config, config["n_candidates"])
-        check_evidence({key: config[key] for key in EVIDENCE_KEYS})
+        check_evidence({key: config[key] for key in EVIDENCE_KEYS if config[key] is not None})  # as summaries read them
 
     @classmethod
     def check_dataset(cls, config, dataset) -> None:
         """What needs the loaded data: titles loaded, one evaluation row per user in pre-split
         files (and a log line where the parts do not follow each other), enough items for every
-        prompt, and a saved
-        candidate file (``candidates_path``) that fits this data set (kept for the evaluation)."""
+        prompt, and a saved candidate file (``candidates_path``) that fits this data set (kept
+        for the evaluation)."""
         check_title_field(dataset, config["title_field"])
         checks.one_row_per_user(config, dataset)
         checks.parts_chained(config, dataset)
