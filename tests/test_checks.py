@@ -142,6 +142,12 @@ def test_no_interaction_file_names_data_path(toy, tmp_path):
     fails_fast(toy, "no interaction file", "`data_path` must be the folder")
 
 
+def test_files_put_straight_into_data_path_are_found_and_named(toy, tmp_path):
+    for path in (tmp_path / "toy").iterdir():  # toy.inter and toy.item without their toy/ folder
+        path.rename(tmp_path / path.name)
+    fails_fast(toy, f"{tmp_path / 'toy.inter'} is there: move the data set's files into {tmp_path / 'toy'}.")
+
+
 def _templates(folder: Path, **replaced: str) -> str:
     """A prompt_template_dir with the packaged templates, some replaced."""
     folder.mkdir()

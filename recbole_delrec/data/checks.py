@@ -274,9 +274,11 @@ def timestamp_loaded(config: Config) -> None:
     loaded, RecBole fails deep inside its data augmentation with a dump of the batch."""
     path = atomic_file(config, "inter")
     if not path.is_file():
+        flat = path.parent.parent / path.name  # the files put straight into data_path
         raise FileNotFoundError(
             f"There is no interaction file {path}: `data_path` must be the folder that contains "
             f"{config['dataset']}/{path.name} (RecBole appends the data set name itself)."
+            + (f" {flat} is there: move the data set's files into {path.parent}." if flat.is_file() else "")
         )
     time_field = config["TIME_FIELD"]
     why = f"{config['model']}'s sequences are ordered by it (eval_args.order: {config['eval_args']['order']})"
