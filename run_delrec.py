@@ -25,6 +25,7 @@ import argparse
 import sys
 
 from recbole_delrec import run_delrec
+from recbole_delrec.registry import MODELS
 
 
 def main() -> None:
@@ -58,6 +59,7 @@ def main() -> None:
     sweep.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: a local one)")
     sweep.add_argument("--output-dir", default=None, help="default: saved/sweeps/<model>-<dataset>-<time>")
     args, rest = parser.parse_known_args()
+    check_model(parser, args.model)
     files = args.config_files.strip().split(" ") if args.config_files else None
     sys.argv = sys.argv[:1] + rest  # RecBole's Config reads the remaining --key=value itself
     if args.tune:
@@ -68,6 +70,16 @@ def main() -> None:
         run_tslrec(dataset=args.dataset, backbone=args.backbone, config_file_list=files)
     else:
         evidence(args, files)
+
+
+def check_model(parser: argparse.ArgumentParser, model: str) -> None:
+    """``--model`` is one of the plugin's models, spelt as RecBole spells them (case matters there)."""
+    if model in MODELS:
+        return
+    spelt = [name for name in MODELS if name.lower() == model.lower()]
+    parser.error(f"--model={model}: use --model={spelt[0]} (RecBole's model names are case-sensitive)" if spelt else
+                 f"--model={model}: run_delrec.py runs {' or '.join(MODELS)}; a RecBole model runs with RecBole's "
+                 f"run_recbole.py, or here as DELRec's teacher (--teacher_model) or a baseline (--baselines)")
 
 
 def evidence(args: argparse.Namespace, files) -> None:

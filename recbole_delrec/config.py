@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+import yaml
 from recbole.config import Config
 
 
@@ -41,6 +42,32 @@ def isolated_config(
         return Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(config_dict))
 
 
+def _reader() -> Config:
+    """A ``Config`` that is only RecBole's readers (its YAML loader, its string conversion)."""
+    reader = Config.__new__(Config)
+    reader.yaml_loader = reader._build_yaml_loader()
+    return reader
+
+
+def check_config_files(paths: Sequence[str] | None) -> None:
+    """Each of ``--config_files`` reads as RecBole reads it, a YAML mapping of settings.
+    RecBole's own errors name no file: a YAML slip is reported 'in "<unicode string>"', and
+    an empty file (or one of comments only) fails with "'NoneType' object is not iterable"."""
+    loader = _reader().yaml_loader
+    for path in paths or ():
+        try:
+            with open(path, encoding="utf-8") as file:  # a file object: YAML's messages name it
+                values = yaml.load(file, Loader=loader)
+        except OSError as error:
+            raise FileNotFoundError(f"config file '{path}' (--config_files) cannot be read: {error}.") from error
+        except (UnicodeDecodeError, yaml.YAMLError) as error:
+            raise ValueError(f"config file '{path}' is not valid YAML in UTF-8: {error}") from error
+        if not isinstance(values, dict):
+            found = "nothing" if values is None else f"a {type(values).__name__}"
+            raise ValueError(f"config file '{path}' holds {found}, and RecBole reads a config file as settings "
+                             f"(`key: value` lines): add some, or leave the file out of --config_files.")
+
+
 def external_values(config_file_list: Sequence[str] | None = None, config_dict: Mapping[str, Any] | None = None,
                     argv: Sequence[str] = ()) -> dict[str, Any]:
     """What RecBole reads from YAML files, ``config_dict`` and ``--key=value`` args, merged.
@@ -49,8 +76,8 @@ def external_values(config_file_list: Sequence[str] | None = None, config_dict: 
     run given these values explicitly (a seed, a sweep trial) sees exactly what a single
     ``run_delrec`` would see.
     """
-    reader = Config.__new__(Config)
-    reader.yaml_loader = reader._build_yaml_loader()
+    check_config_files(config_file_list)
+    reader = _reader()
     values = reader._load_config_files(list(config_file_list or []))
     values.update(reader._load_variable_config_dict(dict(config_dict or {})))
     with command_line(argv):

@@ -23,7 +23,7 @@ from recbole.config import Config
 from recbole.utils import get_local_time, set_color
 
 from recbole_delrec import distributed
-from recbole_delrec.config import external_values, hidden_command_line, isolated_config
+from recbole_delrec.config import check_config_files, external_values, hidden_command_line, isolated_config
 from recbole_delrec.delrec.explain import explain as explain_user
 from recbole_delrec.evaluation.baselines import baseline_key, baseline_names, load_or_train_baseline
 from recbole_delrec.evaluation.cost import COST_FORMATS, cost_columns, model_cost
@@ -75,6 +75,7 @@ def run_delrec(
         return _spawn(nproc, {**(config_dict or {}), **distributed_values}, run_kwargs)
     start = time.time()
     register()
+    check_config_files(config_file_list)
     logger = getLogger()
     if load:
         started = load_run(load, model, dataset, config_file_list, config_dict)

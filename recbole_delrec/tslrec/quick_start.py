@@ -24,6 +24,7 @@ from typing import Any
 from recbole.config import Config
 from recbole.utils import get_local_time, init_seed, set_color
 
+from recbole_delrec.config import check_config_files
 from recbole_delrec.runs.artifacts import save_json
 from recbole_delrec.tslrec.model import VARIANTS, TSLRec
 from recbole_delrec.registry import register
@@ -53,6 +54,7 @@ def run_tslrec(
         raise ValueError(f"variants {list(variants)} must be a non-empty selection of {list(VARIANTS)}.")
     start = time.time()
     register()
+    check_config_files(config_file_list)
     config = Config(model="TSLRec", dataset=dataset, config_file_list=config_file_list,
                     config_dict={**(config_dict or {}), "backbone": backbone})
     train_data, valid_data, test_data = prepare_data(config)
