@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from difflib import get_close_matches
+from logging import getLogger
 
 from recbole.config import Config
 from recbole.evaluator.register import metric_types, metrics_dict
@@ -59,6 +61,20 @@ def one_of(config: Config, choices: Mapping[str, Sequence[str]]) -> None:
         value = config[key]
         if str(value) not in names:
             raise ValueError(f"`{key}` is {value!r}: use one of {', '.join(names)}.")
+
+
+def misspelt_keys(config: Config) -> None:
+    """Warn about each setting given (YAML files, ``config_dict``, command line) that no RecBole
+    or plugin default defines and that reads like one that does (``lerning_rate``): RecBole
+    keeps any key silently, so a misspelling would leave the real setting at its default."""
+    given = {**config.file_config_dict, **config.variable_config_dict, **config.cmd_config_dict}
+    known = set(config.internal_config_dict) | {key for keys in config.parameters.values() for key in keys}
+    by_case = {key.lower(): key for key in known}
+    for key in sorted(set(given) - known):
+        close = [by_case[key.lower()]] if key.lower() in by_case else get_close_matches(key, known, n=1, cutoff=0.85)
+        if close:
+            getLogger().warning(f"Setting `{key}` is not one that RecBole or {config['model']} reads, and `{close[0]}` "
+                                f"is: if you meant it, `{close[0]}` is still {config[close[0]]!r}.")
 
 
 def recbole_settings(config: Config) -> None:

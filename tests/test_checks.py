@@ -310,3 +310,15 @@ def test_tslrec_names_a_bad_setting_before_training(tmp_path, setting, value, ex
         run_tslrec(dataset="toy", config_dict=values)
     assert expected in str(info.value)
     assert not list((tmp_path / "saved").glob("teacher-*"))
+
+
+def test_a_misspelt_setting_is_named_with_the_one_it_resembles(toy, caplog):
+    """RecBole keeps any key; one that reads like a real setting is a likely typo that leaves
+    the real one at its default. Correct settings and unrelated extra keys say nothing."""
+    config = isolated_config("DELRec", "toy", {**toy, "lerning_rate": 0.1, "Stage1_epochs": 2, "my_note": "x"})
+    with caplog.at_level(logging.WARNING):
+        build(config)
+    assert ("Setting `lerning_rate` is not one that RecBole or DELRec reads, and `learning_rate` is: if you meant "
+            "it, `learning_rate` is still 0.005.") in caplog.text
+    assert "Setting `Stage1_epochs` is not one that RecBole or DELRec reads, and `stage1_epochs` is" in caplog.text
+    assert caplog.text.count("Setting `") == 2

@@ -45,6 +45,7 @@ def prepare_data(config: Config) -> tuple[Any, Any, Any]:
     split, so a bad setting costs seconds, not a teacher's training.
     """
     from recbole_delrec.data import checks, losses
+    from recbole_delrec.options import misspelt_keys
     from recbole_delrec.registry import register
 
     register()
@@ -55,6 +56,7 @@ def prepare_data(config: Config) -> tuple[Any, Any, Any]:
     logger.info(config)
     if config["malloc_reuse"] and config["device"].type == "cpu":
         reuse_heap_memory(config["malloc_reuse_max_share"])
+    misspelt_keys(config)
     checks.check_config(config)
     dataset = create_dataset(config)
     logger.info(dataset)
