@@ -1,6 +1,7 @@
 """Run folders: atomic writes, safe and checked loading, load, resume, determinism, explain."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,19 @@ def test_resume_reaches_the_uninterrupted_metrics(finished_run, tmp_path):
     assert len(result["valid_history"]) == 2  # every epoch validated: the resumed run reports both
     assert resumed["valid_history"] == result["valid_history"]
     assert resumed["loss_history"] == pytest.approx(result["loss_history"])
+
+
+@pytest.mark.parametrize("where", ["missing", "finished run"])
+def test_resume_from_a_folder_without_last_pth_is_named_before_loading(finished_run, tmp_path, where):
+    result, saved = finished_run
+    folder = tmp_path / "nowhere" if where == "missing" else Path(result["run_dir"])
+    if where == "finished run":  # a run that ended: its folder without the interrupted state
+        shutil.copytree(folder, tmp_path / "ended", ignore=shutil.ignore_patterns("last.pth"))
+        folder = tmp_path / "ended"
+    with hidden_command_line(), pytest.raises(FileNotFoundError) as info:
+        run_delrec(config_dict=tiny_dict(tmp_path / "fresh"), resume=str(folder))
+    assert f"'{folder}' is not an interrupted DELRec run folder (no last.pth in it)" in str(info.value)
+    assert not (tmp_path / "fresh").exists()  # nothing loaded, trained or written
 
 
 def test_explain_shows_prompt_and_both_rankings(finished_run):

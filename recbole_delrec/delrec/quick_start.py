@@ -76,6 +76,8 @@ def run_delrec(
     start = time.time()
     register()
     check_config_files(config_file_list)
+    if resume:
+        RunDirectory.resumable(resume)  # before the data and the LLM load
     logger = getLogger()
     if load:
         started = load_run(load, model, dataset, config_file_list, config_dict)

@@ -250,8 +250,7 @@ class DELRecTrainer(Trainer):
 
     def resume_checkpoint(self, resume_file):
         """Continue an interrupted stage 2 from a run folder (or its ``last.pth``)."""
-        path = Path(resume_file)
-        self.run = RunDirectory(path if path.is_dir() else path.parent)
+        self.run = RunDirectory.resumable(resume_file)
         state = self.load_checkpoint(self.run.last)
         self.start_epoch, self.cur_step = state["epoch"] + 1, state["cur_step"]
         self.global_step, self.best_valid_score = state["global_step"], state["best_valid_score"]

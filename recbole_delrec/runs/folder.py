@@ -64,6 +64,16 @@ class RunDirectory:
             raise FileNotFoundError(f"'{path}' is not a finished DELRec run folder (no best.pth in it).")
         return run
 
+    @classmethod
+    def resumable(cls, path: str | Path) -> "RunDirectory":
+        """The run folder of ``path`` (the folder or its ``last.pth``), which must hold ``last.pth``."""
+        path = Path(path)
+        run = cls(path if path.is_dir() or path.suffix != ".pth" else path.parent)
+        if not run.last.is_file():
+            raise FileNotFoundError(f"'{path}' is not an interrupted DELRec run folder (no last.pth in it): --resume "
+                                    f"takes the run_dir that a run logged, which keeps last.pth after each epoch.")
+        return run
+
     config = property(lambda self: self.path / "config.json")
     best = property(lambda self: self.path / "best.pth")
     last = property(lambda self: self.path / "last.pth")
