@@ -67,10 +67,10 @@ def misspelt_keys(config: Config) -> None:
     """Warn about each setting given (YAML files, ``config_dict``, command line) that no RecBole
     or plugin default defines and that reads like one that does (``lerning_rate``): RecBole
     keeps any key silently, so a misspelling would leave the real setting at its default."""
-    given = {**config.file_config_dict, **config.variable_config_dict, **config.cmd_config_dict}
+    given = set(config.file_config_dict) | set(config.variable_config_dict) | set(config.cmd_config_dict)
     known = set(config.internal_config_dict) | {key for keys in config.parameters.values() for key in keys}
     by_case = {key.lower(): key for key in known}
-    for key in sorted(set(given) - known):
+    for key in sorted(given - known):
         close = [by_case[key.lower()]] if key.lower() in by_case else get_close_matches(key, known, n=1, cutoff=0.85)
         if close:
             getLogger().warning(f"Setting `{key}` is not one that RecBole or {config['model']} reads, and `{close[0]}` "
